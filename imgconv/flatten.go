@@ -1,0 +1,258 @@
+package imgconv
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+)
+
+// Default limits against size bombs. Large CUDA images expand to ~20 GiB and
+// ~500k entries; these leave room above that while still stopping a layer
+// that inflates without end.
+const (
+	DefaultMaxSize    = 64 << 30
+	DefaultMaxEntries = 5_000_000
+)
+
+// Options control Flatten.
+type Options struct {
+	// Image names the image in errors.
+	Image string
+	// TempDir holds the spill files (unlinked at creation). Empty means
+	// os.TempDir().
+	TempDir string
+	// MaxSize limits the total uncompressed bytes over all layers; 0 means
+	// DefaultMaxSize, a negative value means no limit.
+	MaxSize int64
+	// MaxEntries limits the total tar entries over all layers; 0 means
+	// DefaultMaxEntries, a negative value means no limit.
+	MaxEntries int64
+	// SquashHighIDs maps uids and gids of 65536 and above to 65534 instead of
+	// refusing them.
+	SquashHighIDs bool
+	// FactsOnly skips keeping file contents: the result answers Facts but
+	// cannot be written.
+	FactsOnly bool
+	// Parallel is the number of layers decoded at once; 0 means GOMAXPROCS.
+	Parallel int
+}
+
+type flattener struct {
+	opts   Options
+	budget budget
+}
+
+// Rootfs is a flattened image: the merged tree of all layers with file
+// contents held in spill files until written. Close releases the spills.
+type Rootfs struct {
+	tree    *tree
+	spills  []*spill
+	plnk    map[string]*inode
+	dropped map[string]int // xattr names dropped over all layers
+	facts   bool           // contents were not kept
+}
+
+// Flatten applies layers, bottom first, following the OCI image-spec layer
+// rules. Layers are decoded concurrently and merged in order.
+func Flatten(ctx context.Context, layers []Layer, opts Options) (*Rootfs, error) {
+	if opts.TempDir == "" {
+		opts.TempDir = os.TempDir()
+	}
+	f := &flattener{opts: opts}
+	f.budget.maxBytes = limit(opts.MaxSize, DefaultMaxSize)
+	f.budget.maxEntries = limit(opts.MaxEntries, DefaultMaxEntries)
+	par := opts.Parallel
+	if par <= 0 {
+		par = runtime.GOMAXPROCS(0)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		d   *decodedLayer
+		err error
+	}
+	results := make([]chan result, len(layers))
+	for i := range results {
+		results[i] = make(chan result, 1)
+	}
+	// Start layers in order so that the merge below, which also goes in
+	// order, rarely waits on a layer that has not started.
+	go func() {
+		sem := make(chan struct{}, par)
+		for i, l := range layers {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				results[i] <- result{err: ctx.Err()}
+				continue
+			}
+			go func() {
+				d, err := f.decodeLayer(ctx, i, l)
+				<-sem
+				results[i] <- result{d, err}
+			}()
+		}
+	}()
+
+	r := &Rootfs{tree: newTree(), spills: make([]*spill, len(layers)), plnk: map[string]*inode{}, facts: opts.FactsOnly}
+	var firstErr error
+	for i := range layers {
+		res := <-results[i]
+		if res.d != nil {
+			r.spills[i] = res.d.spill
+		}
+		if firstErr != nil {
+			continue
+		}
+		if res.err != nil {
+			firstErr = res.err
+			cancel()
+			continue
+		}
+		if err := r.apply(res.d); err != nil {
+			firstErr = &Error{Image: opts.Image, Layer: res.d.digest, Path: pathOf(err), Err: errors.Unwrap(err)}
+			cancel()
+			continue
+		}
+		for k, v := range res.d.dropped {
+			if r.dropped == nil {
+				r.dropped = map[string]int{}
+			}
+			r.dropped[k] += v
+		}
+		res.d.entries = nil
+	}
+	if firstErr != nil {
+		r.Close()
+		return nil, firstErr
+	}
+	return r, nil
+}
+
+func limit(v, def int64) int64 {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+// Close releases the spill files.
+func (r *Rootfs) Close() error {
+	for _, s := range r.spills {
+		s.close()
+	}
+	return nil
+}
+
+// pathError carries the member path of a merge failure up to Flatten, which
+// adds the image and layer.
+type pathError struct {
+	path string
+	err  error
+}
+
+func (e *pathError) Error() string { return e.path + ": " + e.err.Error() }
+func (e *pathError) Unwrap() error { return e.err }
+
+func pathOf(err error) string {
+	var pe *pathError
+	if errors.As(err, &pe) {
+		return pe.path
+	}
+	return ""
+}
+
+// apply merges one layer. Whiteouts and opaque markers go first and see only
+// the lower layers, so an entry the same layer re-creates survives whatever
+// the order of the two in the tar. Entries then apply in tar order, the last
+// of duplicates winning.
+func (r *Rootfs) apply(d *decodedLayer) error {
+	t := r.tree
+	var removed map[string]*node
+	hide := func(p string, n *node) {
+		if removed == nil {
+			removed = map[string]*node{}
+		}
+		removed[p] = n
+	}
+	for _, e := range d.entries {
+		switch e.kind {
+		case entryWhiteout:
+			if n := t.remove(e.path); n != nil {
+				hide(e.path, n)
+			}
+		case entryOpaque:
+			if n := t.lookup(e.path); n != nil && n.kids != nil {
+				for name, k := range n.kids {
+					hide(joinPath(e.path, name), k)
+				}
+				clear(n.kids)
+			}
+		}
+	}
+	for _, e := range d.entries {
+		var err error
+		switch e.kind {
+		case entryPut:
+			err = t.put(e.path, e.ino)
+		case entryLink:
+			if e.link == e.path {
+				continue
+			}
+			ino := r.linkTarget(e.link, removed)
+			if ino == nil {
+				err = fmt.Errorf("%w (%q)", ErrBadHardlink, e.link)
+			} else {
+				err = t.put(e.path, ino)
+			}
+		case entryPlnk:
+			r.plnk[e.path] = e.ino
+		}
+		if err != nil {
+			return &pathError{e.raw, err}
+		}
+	}
+	return nil
+}
+
+// linkTarget finds the inode a hardlink names: in the tree as it stands, in
+// what this layer's whiteouts just hid (a link to a lower file the same layer
+// deletes keeps that file's content), or in the AUFS link store.
+func (r *Rootfs) linkTarget(p string, removed map[string]*node) *inode {
+	n := r.tree.lookup(p)
+	// Otherwise the nearest hidden ancestor (or p itself), walked down.
+	for i := len(p); n == nil && i > 0; i = strings.LastIndexByte(p[:i], '/') {
+		root := removed[p[:i]]
+		if root == nil {
+			continue
+		}
+		n = root
+		for _, c := range strings.Split(p[i:], "/") {
+			if c == "" {
+				continue
+			}
+			if n = n.kids[c]; n == nil {
+				break
+			}
+		}
+		break
+	}
+	if n == nil {
+		if ino := r.plnk[p]; ino != nil {
+			return ino
+		}
+		return nil
+	}
+	if n.ino.typ == tar.TypeDir {
+		return nil
+	}
+	return n.ino
+}

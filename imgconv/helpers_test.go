@@ -1,0 +1,238 @@
+package imgconv
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// te is one member of a hand-written test layer.
+type te struct {
+	name string
+	typ  byte // default TypeReg, or TypeDir when name ends in "/"
+	body string
+	link string
+	mode int64
+	uid  int
+	gid  int
+	pax  map[string]string
+}
+
+func file(name, body string) te { return te{name: name, body: body} }
+func dir(name string) te         { return te{name: name, typ: tar.TypeDir} }
+func symlink(name, target string) te {
+	return te{name: name, typ: tar.TypeSymlink, link: target}
+}
+func hardlink(name, target string) te { return te{name: name, typ: tar.TypeLink, link: target} }
+func whiteout(name string) te         { return te{name: name} }
+
+func tarOf(t testing.TB, entries ...te) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		typ := e.typ
+		if typ == 0 {
+			typ = tar.TypeReg
+			if strings.HasSuffix(e.name, "/") {
+				typ = tar.TypeDir
+			}
+		}
+		mode := e.mode
+		if mode == 0 {
+			mode = 0o644
+			if typ == tar.TypeDir {
+				mode = 0o755
+			}
+		}
+		hdr := &tar.Header{Name: e.name, Typeflag: typ, Mode: mode, Uid: e.uid, Gid: e.gid,
+			ModTime: time.Unix(1700000000, 0), Linkname: e.link, PAXRecords: e.pax, Format: tar.FormatPAX}
+		if typ == tar.TypeReg {
+			hdr.Size = int64(len(e.body))
+		}
+		if typ == tar.TypeChar || typ == tar.TypeBlock {
+			hdr.Devmajor, hdr.Devminor = 1, 3
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatalf("test layer %s: %v", e.name, err)
+		}
+		if typ == tar.TypeReg {
+			io.WriteString(tw, e.body)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// memLayer is a layer held in memory; its digest is computed, so corrupting
+// blob after creation makes the layer lie about its content.
+type memLayer struct {
+	blob []byte
+	mt   types.MediaType
+	dig  v1.Hash
+}
+
+func newMemLayer(blob []byte, mt types.MediaType) *memLayer {
+	sum := sha256.Sum256(blob)
+	return &memLayer{blob: blob, mt: mt, dig: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}}
+}
+
+func (l *memLayer) Digest() (v1.Hash, error)           { return l.dig, nil }
+func (l *memLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
+func (l *memLayer) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(l.blob)), nil
+}
+
+func gz(t testing.TB, b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
+}
+
+func zst(t testing.TB, b []byte) []byte {
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return enc.EncodeAll(b, nil)
+}
+
+func gzLayer(t testing.TB, entries ...te) Layer {
+	return newMemLayer(gz(t, tarOf(t, entries...)), types.OCILayer)
+}
+
+// member is a flattened entry as read back from WriteTar's output.
+type member struct {
+	name, link, body string
+	typ              byte
+	mode             int64
+	uid, gid         int
+	xattrs           map[string]string
+}
+
+func (m member) String() string {
+	s := fmt.Sprintf("%s %c", m.name, m.typ)
+	switch m.typ {
+	case tar.TypeReg:
+		s += fmt.Sprintf(" %q", m.body)
+	case tar.TypeSymlink, tar.TypeLink:
+		s += " -> " + m.link
+	}
+	return s
+}
+
+func flatten(t testing.TB, opts Options, layers ...Layer) (*Rootfs, error) {
+	t.Helper()
+	if opts.TempDir == "" {
+		opts.TempDir = t.TempDir()
+	}
+	return Flatten(context.Background(), layers, opts)
+}
+
+func writeAll(t testing.TB, r *Rootfs) ([]byte, WriteStats) {
+	t.Helper()
+	var buf bytes.Buffer
+	st, err := r.WriteTar(&buf)
+	if err != nil {
+		t.Fatalf("WriteTar: %v", err)
+	}
+	return buf.Bytes(), st
+}
+
+func readMembers(t testing.TB, b []byte) []member {
+	t.Helper()
+	var out []member
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("read template: %v", err)
+		}
+		body, _ := io.ReadAll(tr)
+		m := member{name: hdr.Name, link: hdr.Linkname, body: string(body), typ: hdr.Typeflag, mode: hdr.Mode, uid: hdr.Uid, gid: hdr.Gid}
+		for k, v := range hdr.PAXRecords {
+			if x, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
+				if m.xattrs == nil {
+					m.xattrs = map[string]string{}
+				}
+				m.xattrs[x] = v
+			}
+		}
+		out = append(out, m)
+	}
+}
+
+// summary renders members as lines, skipping the root, for compact
+// expectations.
+func summary(ms []member) []string {
+	var s []string
+	for _, m := range ms {
+		if m.name == "./" {
+			continue
+		}
+		s = append(s, m.String())
+	}
+	return s
+}
+
+// checkInvariants asserts what every template must satisfy whatever the
+// input: "./" names, a root first, parents before children, hardlinks after
+// their targets, no device nodes, no whiteouts, no duplicates.
+func checkInvariants(t testing.TB, ms []member) {
+	t.Helper()
+	seen := map[string]byte{}
+	for i, m := range ms {
+		if i == 0 {
+			if m.name != "./" || m.typ != tar.TypeDir {
+				t.Fatalf("first member is %s, want the root directory ./", m)
+			}
+			seen["."] = tar.TypeDir
+			continue
+		}
+		if !strings.HasPrefix(m.name, "./") {
+			t.Fatalf("member %q lacks the ./ prefix", m.name)
+		}
+		p := strings.TrimSuffix(m.name, "/")
+		if _, dup := seen[p]; dup {
+			t.Fatalf("member %q appears twice", m.name)
+		}
+		parent := p[:strings.LastIndexByte(p, '/')]
+		if seen[parent] != tar.TypeDir {
+			t.Fatalf("member %q comes before its parent directory", m.name)
+		}
+		if strings.HasPrefix(p[strings.LastIndexByte(p, '/')+1:], ".wh.") {
+			t.Fatalf("whiteout %q leaked into the output", m.name)
+		}
+		switch m.typ {
+		case tar.TypeChar, tar.TypeBlock:
+			t.Fatalf("device node %q in the output", m.name)
+		case tar.TypeLink:
+			if typ, ok := seen[m.link]; !ok || typ == tar.TypeDir {
+				t.Fatalf("hardlink %q -> %q does not follow a non-directory target", m.name, m.link)
+			}
+		}
+		if m.uid >= 65536 || m.gid >= 65536 {
+			t.Fatalf("member %q has ids %d:%d", m.name, m.uid, m.gid)
+		}
+		seen[p] = m.typ
+	}
+}
