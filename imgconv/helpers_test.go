@@ -31,7 +31,7 @@ type te struct {
 }
 
 func file(name, body string) te { return te{name: name, body: body} }
-func dir(name string) te         { return te{name: name, typ: tar.TypeDir} }
+func dir(name string) te        { return te{name: name, typ: tar.TypeDir} }
 func symlink(name, target string) te {
 	return te{name: name, typ: tar.TypeSymlink, link: target}
 }
@@ -91,7 +91,7 @@ func newMemLayer(blob []byte, mt types.MediaType) *memLayer {
 	return &memLayer{blob: blob, mt: mt, dig: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}}
 }
 
-func (l *memLayer) Digest() (v1.Hash, error)           { return l.dig, nil }
+func (l *memLayer) Digest() (v1.Hash, error)            { return l.dig, nil }
 func (l *memLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
 func (l *memLayer) Compressed() (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(l.blob)), nil
