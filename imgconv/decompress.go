@@ -3,12 +3,14 @@ package imgconv
 import (
 	"bufio"
 	"bytes"
+	"compress/bzip2"
 	"fmt"
 	"io"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
 )
 
 // layerMediaTypes are the layer types whose content is a tar stream, plain
@@ -30,8 +32,10 @@ var layerMediaTypes = map[types.MediaType]bool{
 func SupportedMediaType(mt types.MediaType) bool { return layerMediaTypes[mt] }
 
 var (
-	gzipMagic = []byte{0x1f, 0x8b}
-	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+	gzipMagic  = []byte{0x1f, 0x8b}
+	zstdMagic  = []byte{0x28, 0xb5, 0x2f, 0xfd}
+	xzMagic    = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
+	bzip2Magic = []byte("BZh")
 )
 
 // decompressor wraps a layer blob in the right decoder. The format is taken
@@ -47,7 +51,7 @@ func newDecompressor(blob io.Reader) (*decompressor, error) {
 	// klauspost's gzip reader reads byte by byte from anything that is not an
 	// io.ByteReader; a large bufio.Reader lets it read straight from memory.
 	br := bufio.NewReaderSize(blob, 1<<20)
-	head, err := br.Peek(4)
+	head, err := br.Peek(6)
 	if err != nil && err != io.EOF {
 		return nil, err
 	}
@@ -66,6 +70,15 @@ func newDecompressor(blob io.Reader) (*decompressor, error) {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
 		return &decompressor{Reader: zr, close: zr.Close}, nil
+	case bytes.HasPrefix(head, xzMagic):
+		// Layers are never xz; templates from pveam are.
+		xr, err := xz.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("xz: %w", err)
+		}
+		return &decompressor{Reader: xr, close: func() {}}, nil
+	case bytes.HasPrefix(head, bzip2Magic) && len(head) >= 4 && head[3] >= '1' && head[3] <= '9':
+		return &decompressor{Reader: bzip2.NewReader(br), close: func() {}}, nil
 	default:
 		return &decompressor{Reader: br, close: func() {}}, nil
 	}

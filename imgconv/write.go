@@ -165,3 +165,24 @@ func (r *Rootfs) AddSymlink(p, target string, mtime time.Time) error {
 	}
 	return nil
 }
+
+// Size counts what WriteTar would write: members (the root included) and
+// file content bytes, each hardlinked file once. Device nodes are left out.
+func (r *Rootfs) Size() (entries int, bytes int64) {
+	entries = 1
+	seen := map[*inode]bool{}
+	r.tree.walk(func(_ string, n *node) error {
+		switch n.ino.typ {
+		case tar.TypeChar, tar.TypeBlock:
+			return nil
+		case tar.TypeReg:
+			if !seen[n.ino] {
+				seen[n.ino] = true
+				bytes += n.ino.size
+			}
+		}
+		entries++
+		return nil
+	})
+	return entries, bytes
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pve-image/pve-image/imgconv"
+	"github.com/pve-image/pve-image/template"
+)
+
+// convertFlags are the conversion options shared by convert and the
+// commands that convert on the way.
+type convertFlags struct {
+	level         int
+	squashHighIDs bool
+	maxSize       string
+	maxEntries    int64
+}
+
+func (f *convertFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.IntVar(&f.level, "compression-level", 0, "compression level (zstd 1-22, default 3; gzip 1-9, default 6; xz 1-9, default 6)")
+	fl.BoolVar(&f.squashHighIDs, "squash-high-ids", false, "map uids/gids of 65536 and above to 65534 (nobody) instead of refusing the image; Proxmox's unprivileged containers map only 0-65535")
+	fl.StringVar(&f.maxSize, "max-size", "64G", "refuse images whose layers expand beyond this size (K, M, G, T suffixes)")
+	fl.Int64Var(&f.maxEntries, "max-entries", imgconv.DefaultMaxEntries, "refuse images whose layers hold more entries than this")
+}
+
+func (f *convertFlags) options(c template.Compression) (template.Options, error) {
+	max, err := parseSize(f.maxSize)
+	if err != nil {
+		return template.Options{}, fmt.Errorf("--max-size: %w", err)
+	}
+	if err := c.CheckLevel(f.level); err != nil {
+		return template.Options{}, fmt.Errorf("--compression-level: %w", err)
+	}
+	return template.Options{Compression: c, Level: f.level, SquashHighIDs: f.squashHighIDs, MaxSize: max, MaxEntries: f.maxEntries}, nil
+}
+
+func (a *app) convertCommand() *cobra.Command {
+	var out string
+	var cf convertFlags
+	cmd := &cobra.Command{
+		Use:   "convert IMAGE [-o FILE]",
+		Short: "Convert an image into a Proxmox container template",
+		Long: `Convert IMAGE into a Proxmox VE container template: one tar of the flattened
+root filesystem with "./" member names, numeric ids and no device nodes,
+compressed as the file name says (.tar.zst, .tar.gz, .tar.xz or .tar).
+
+Without -o the template stays in the cache and its path is printed; its name
+is <name>_<tag>_<arch>.tar.zst. With -o it is copied to FILE (written under a
+temporary name and renamed, so FILE is never half-written) and FILE is
+printed. Converting the same image with the same options again is answered
+from the cache: one manifest request for a tag, none for a digest.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ref, err := a.parseRef(args[0])
+			if err != nil {
+				return err
+			}
+			comp := template.Zstd
+			if out != "" {
+				if comp, err = template.CompressionFromName(out); err != nil {
+					return err
+				}
+				if base := filepath.Base(out); !template.ValidName(base) {
+					fmt.Fprintf(a.stderr, "warning: Proxmox stores %q as %q (only [a-zA-Z0-9_.-] survive uploads)\n", base, template.Sanitize(base))
+				}
+			}
+			opts, err := cf.options(comp)
+			if err != nil {
+				return err
+			}
+			b, err := a.builder(a.progress())
+			if err != nil {
+				return err
+			}
+			res, err := b.Convert(cmd.Context(), ref, opts)
+			if err != nil {
+				return err
+			}
+			for _, w := range res.Meta.Facts.Warnings {
+				fmt.Fprintln(a.stderr, "warning:", w)
+			}
+			if out == "" {
+				fmt.Fprintln(a.stdout, res.Path())
+				return nil
+			}
+			if err := copyAtomic(res.Path(), out); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "write the template to FILE; its suffix picks the compression")
+	cf.register(cmd)
+	return cmd
+}
+
+// copyAtomic copies src to dst through a temporary file beside dst.
+func copyAtomic(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = io.Copy(tmp, in)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), dst)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", dst, err)
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pve-image/pve-image/template"
+)
+
+func (a *app) inspectCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "inspect IMAGE|TEMPLATE",
+		Short: "Describe an image or template as Proxmox will see it",
+		Long: `Describe IMAGE (any image reference) or TEMPLATE (a template file): digests,
+platform, sizes, the run config (entrypoint, cmd, env, user, working dir, stop
+signal, volumes, exposed ports), the ostype Proxmox will detect and why, the
+architecture, and warnings about what Proxmox will drop or refuse.
+
+An argument naming an existing file with a template suffix (.tar.zst,
+.tar.gz, .tar.xz, .tar.bz2, .tar) is a template; anything else is an image.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var m template.Meta
+			if isTemplateFile(args[0]) {
+				c, err := a.openCache()
+				if err != nil {
+					return err
+				}
+				if m, err = template.InspectFile(cmd.Context(), args[0], c.TempDir()); err != nil {
+					return err
+				}
+			} else {
+				ref, err := a.parseRef(args[0])
+				if err != nil {
+					return err
+				}
+				b, err := a.builder(a.progress())
+				if err != nil {
+					return err
+				}
+				if m, err = b.Inspect(cmd.Context(), ref, template.Options{Compression: template.Zstd}); err != nil {
+					return err
+				}
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(m)
+			}
+			printMeta(a.stdout, m)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func isTemplateFile(s string) bool {
+	if _, err := template.CompressionFromName(s); err != nil && !strings.HasSuffix(s, ".tar.bz2") {
+		return false
+	}
+	fi, err := os.Stat(s)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+func printMeta(w io.Writer, m template.Meta) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k string, v any) {
+		s := fmt.Sprint(v)
+		if s == "" || s == "0" || s == "[]" {
+			return
+		}
+		fmt.Fprintf(tw, "%s:\t%s\n", k, s)
+	}
+	list := func(v []string) string {
+		if len(v) == 0 {
+			return ""
+		}
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+	row("Image", m.Ref)
+	row("File", m.File)
+	if m.Size > 0 {
+		row("Size", fmt.Sprintf("%s (%d bytes)", humanBytes(m.Size), m.Size))
+	}
+	row("SHA256", m.SHA256)
+	row("Manifest", m.ManifestDigest)
+	row("Index", m.IndexDigest)
+	row("Config", m.ConfigDigest)
+	row("Platform", m.Platform)
+	row("Arch", m.Arch)
+	if !m.Created.IsZero() {
+		row("Created", m.Created.Format("2006-01-02 15:04:05 MST"))
+	}
+	if m.Layers > 0 {
+		row("Layers", fmt.Sprintf("%d (%s compressed)", m.Layers, humanBytes(m.CompressedSize)))
+	}
+	if m.Entries > 0 {
+		row("Rootfs", fmt.Sprintf("%s in %d entries", humanBytes(m.RootfsSize), m.Entries))
+	}
+	c := m.Config
+	row("Entrypoint", list(c.Entrypoint))
+	row("Cmd", list(c.Cmd))
+	for i, e := range c.Env {
+		k := ""
+		if i == 0 {
+			k = "Env"
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", map[bool]string{true: "Env:", false: ""}[k != ""], e)
+	}
+	row("User", c.User)
+	row("WorkingDir", c.WorkingDir)
+	row("StopSignal", c.StopSignal)
+	row("Volumes", strings.Join(c.Volumes, " "))
+	row("ExposedPorts", strings.Join(c.ExposedPorts, " "))
+	f := m.Facts
+	row("OS type", fmt.Sprintf("%s (%s)", f.OSType, f.OSReason))
+	row("Shell arch", f.ShellArch)
+	tw.Flush()
+	if len(f.Warnings) > 0 {
+		fmt.Fprintln(w, "Warnings:")
+		for _, x := range f.Warnings {
+			fmt.Fprintf(w, "  - %s\n", x)
+		}
+	}
+}

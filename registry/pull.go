@@ -1,0 +1,473 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+)
+
+// BlobStore is where pulled blobs go. *cache.Cache is one.
+type BlobStore interface {
+	HasBlob(h v1.Hash) bool
+	OpenBlob(h v1.Hash) (*os.File, error)
+	ReadBlob(h v1.Hash) ([]byte, error)
+	// PutBlob stores r as blob h, refusing content that does not hash to h.
+	PutBlob(ctx context.Context, h v1.Hash, r io.Reader) (int64, error)
+}
+
+// Progress hears about blob downloads. Implementations must be safe for
+// concurrent use: layers download in parallel.
+type Progress interface {
+	Start(d v1.Descriptor)
+	Advance(d v1.Descriptor, n int64)
+	// Done reports the end of one blob: fetched, already present
+	// (cached), or failed.
+	Done(d v1.Descriptor, cached bool, err error)
+}
+
+// Options configure a Puller.
+type Options struct {
+	// Platform selects the manifest from multi-platform images; the zero
+	// value means HostPlatform().
+	Platform v1.Platform
+	// Insecure lists registries (host or host:port) reached over plain
+	// HTTP; localhost and 127.0.0.0/8 always are.
+	Insecure []string
+	// Username and Password, when set, authenticate to the image's own
+	// registry ahead of the keychain.
+	Username, Password string
+	// Keychain finds credentials; nil means Docker's config.json and
+	// credential helpers (authn.DefaultKeychain).
+	Keychain authn.Keychain
+	// Transport carries registry requests; nil means remote.DefaultTransport.
+	Transport http.RoundTripper
+	// Jobs is how many layers download at once; 0 means 3, as Docker.
+	Jobs int
+	// Version goes into the User-Agent.
+	Version string
+	// Progress, if set, hears about downloads.
+	Progress Progress
+}
+
+// Puller resolves references and fetches their blobs into a store.
+type Puller struct {
+	store BlobStore
+	opts  Options
+}
+
+// NewPuller returns a Puller storing into store.
+func NewPuller(store BlobStore, opts Options) *Puller {
+	if opts.Platform.OS == "" {
+		opts.Platform = HostPlatform()
+	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = 3
+	}
+	if opts.Keychain == nil {
+		opts.Keychain = authn.DefaultKeychain
+	}
+	if opts.Transport == nil {
+		opts.Transport = remote.DefaultTransport
+	}
+	return &Puller{store: store, opts: opts}
+}
+
+// Resolved is a reference pinned to the manifest of one platform. Its
+// manifest (and index, if any) are in the store.
+type Resolved struct {
+	Ref         Reference
+	Digest      v1.Hash // of the platform's manifest
+	IndexDigest v1.Hash // of the index it was chosen from; zero if none
+	MediaType   types.MediaType
+	RawManifest []byte
+	Manifest    *v1.Manifest
+	Platform    v1.Platform
+
+	src source
+}
+
+// Close releases the source (an open archive).
+func (r *Resolved) Close() error {
+	if r.src != nil {
+		return r.src.close()
+	}
+	return nil
+}
+
+// Resolve finds the manifest ref names for the Puller's platform. A
+// registry tag costs one manifest request when the platform's manifest and
+// config are already stored; a digest whose manifest is stored costs none.
+func (p *Puller) Resolve(ctx context.Context, ref Reference) (*Resolved, error) {
+	src, err := p.source(ref)
+	if err != nil {
+		return nil, err
+	}
+	r, err := p.resolve(ctx, ref, src)
+	if err != nil {
+		src.close()
+		return nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	return r, nil
+}
+
+func (p *Puller) resolve(ctx context.Context, ref Reference, src source) (*Resolved, error) {
+	r := &Resolved{Ref: ref, src: src}
+	desc, raw, err := p.root(ctx, ref, src)
+	if err != nil {
+		return nil, err
+	}
+	if desc.MediaType.IsSchema1() {
+		return nil, fmt.Errorf("Docker schema 1 manifests (%s) are not supported; push the image again with a current client", desc.MediaType)
+	}
+	if desc.MediaType.IsIndex() {
+		r.IndexDigest = desc.Digest
+		if desc, err = p.choose(raw); err != nil {
+			return nil, err
+		}
+		if raw, err = p.manifestBytes(ctx, src, desc); err != nil {
+			return nil, err
+		}
+	}
+	if !desc.MediaType.IsImage() {
+		return nil, fmt.Errorf("%s is a %q, not an image manifest", desc.Digest, desc.MediaType)
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	switch m.Config.MediaType {
+	case types.OCIConfigJSON, types.DockerConfigJSON, "":
+	default:
+		return nil, fmt.Errorf("manifest %s is not a container image: its config is a %q", desc.Digest, m.Config.MediaType)
+	}
+	r.Digest, r.MediaType, r.RawManifest, r.Manifest = desc.Digest, desc.MediaType, raw, &m
+	if desc.Platform != nil {
+		r.Platform = *desc.Platform
+		return r, nil
+	}
+	// A single-platform image says its platform only in its config.
+	cfg, err := p.configFile(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	r.Platform = v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+	if r.Platform.OS == "" && r.Platform.Architecture == "" {
+		// Some builders (crane append without a base) leave the platform
+		// out; nothing contradicts the one asked for.
+		r.Platform = p.opts.Platform
+	}
+	if !matchPlatform(r.Platform, p.opts.Platform) {
+		return nil, fmt.Errorf("image is for %s only, not %s (choose it with --platform %s)",
+			PlatformString(r.Platform), PlatformString(p.opts.Platform), PlatformString(r.Platform))
+	}
+	return r, nil
+}
+
+// root returns the reference's top manifest or index, from the store when a
+// digest names it.
+func (p *Puller) root(ctx context.Context, ref Reference, src source) (v1.Descriptor, []byte, error) {
+	if d, ok := ref.digest(); ok && p.store.HasBlob(d) {
+		raw, err := p.store.ReadBlob(d)
+		if err == nil {
+			if mt, ok := sniffMediaType(raw); ok {
+				return v1.Descriptor{MediaType: mt, Digest: d, Size: int64(len(raw))}, raw, nil
+			}
+		}
+	}
+	desc, raw, err := src.root(ctx)
+	if err != nil {
+		return desc, nil, err
+	}
+	if d, ok := ref.digest(); ok && d != desc.Digest {
+		return desc, nil, fmt.Errorf("registry returned manifest %s for %s", desc.Digest, d)
+	}
+	if _, err := p.store.PutBlob(ctx, desc.Digest, bytes.NewReader(raw)); err != nil {
+		return desc, nil, fmt.Errorf("manifest: %w", err)
+	}
+	return desc, raw, nil
+}
+
+func (r Reference) digest() (v1.Hash, bool) {
+	if r.Transport != Docker {
+		return v1.Hash{}, false
+	}
+	d, ok := r.Name.(interface{ DigestStr() string })
+	if !ok {
+		return v1.Hash{}, false
+	}
+	h, err := v1.NewHash(d.DigestStr())
+	return h, err == nil
+}
+
+// sniffMediaType reads a stored manifest's own mediaType field, or guesses
+// from its shape when the field is absent (allowed for OCI).
+func sniffMediaType(raw []byte) (types.MediaType, bool) {
+	var probe struct {
+		MediaType types.MediaType `json:"mediaType"`
+		Manifests json.RawMessage `json:"manifests"`
+		Config    json.RawMessage `json:"config"`
+	}
+	if json.Unmarshal(raw, &probe) != nil {
+		return "", false
+	}
+	switch {
+	case probe.MediaType != "":
+		return probe.MediaType, true
+	case probe.Manifests != nil:
+		return types.OCIImageIndex, true
+	case probe.Config != nil:
+		return types.OCIManifestSchema1, true
+	}
+	return "", false
+}
+
+// choose picks the platform's manifest from an index, or says which
+// platforms there are.
+func (p *Puller) choose(raw []byte) (v1.Descriptor, error) {
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("index: %w", err)
+	}
+	want := p.opts.Platform
+	var avail []string
+	var loose *v1.Descriptor
+	for i, d := range idx.Manifests {
+		if d.Platform == nil || d.Platform.OS == "unknown" || !d.MediaType.IsImage() {
+			continue // attestations and nested indexes carry no platform of their own
+		}
+		avail = append(avail, PlatformString(*d.Platform))
+		if !matchPlatform(*d.Platform, want) {
+			continue
+		}
+		if d.Platform.Variant == want.Variant {
+			return d, nil
+		}
+		if loose == nil {
+			loose = &idx.Manifests[i]
+		}
+	}
+	if loose != nil {
+		return *loose, nil
+	}
+	slices.Sort(avail)
+	return v1.Descriptor{}, fmt.Errorf("no manifest for platform %s; the image has: %s",
+		PlatformString(want), strings.Join(slices.Compact(avail), ", "))
+}
+
+func (p *Puller) manifestBytes(ctx context.Context, src source, d v1.Descriptor) ([]byte, error) {
+	if p.store.HasBlob(d.Digest) {
+		return p.store.ReadBlob(d.Digest)
+	}
+	rc, err := src.blob(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	raw, err := io.ReadAll(io.LimitReader(rc, 8<<20))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := p.store.PutBlob(ctx, d.Digest, bytes.NewReader(raw)); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return raw, nil
+}
+
+// ConfigFile returns the resolved image's config, fetching it into the store
+// if needed.
+func (p *Puller) ConfigFile(ctx context.Context, r *Resolved) (*v1.ConfigFile, error) {
+	cfg, err := p.configFile(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", r.Ref, err)
+	}
+	return cfg, nil
+}
+
+func (p *Puller) configFile(ctx context.Context, r *Resolved) (*v1.ConfigFile, error) {
+	if err := p.fetchBlob(ctx, r.src, r.Manifest.Config, false); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	raw, err := p.store.ReadBlob(r.Manifest.Config.Digest)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", r.Manifest.Config.Digest, err)
+	}
+	return cfg, nil
+}
+
+// Fetch brings the config and every layer of r into the store, layers in
+// parallel, and returns the image as the store holds it.
+func (p *Puller) Fetch(ctx context.Context, r *Resolved) (v1.Image, error) {
+	if _, err := p.configFile(ctx, r); err != nil {
+		return nil, fmt.Errorf("image %s: %w", r.Ref, err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.opts.Jobs)
+	for _, l := range r.Manifest.Layers {
+		g.Go(func() error {
+			if err := p.fetchBlob(gctx, r.src, l, true); err != nil {
+				return fmt.Errorf("image %s: layer %s: %w", r.Ref, l.Digest, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return StoredImage(p.store, r.RawManifest, r.Manifest, r.MediaType)
+}
+
+func (p *Puller) fetchBlob(ctx context.Context, src source, d v1.Descriptor, report bool) error {
+	pr := p.opts.Progress
+	if !report {
+		pr = nil
+	}
+	if p.store.HasBlob(d.Digest) {
+		if pr != nil {
+			pr.Done(d, true, nil)
+		}
+		return nil
+	}
+	if pr != nil {
+		pr.Start(d)
+	}
+	rc, err := src.blob(ctx, d)
+	if err == nil {
+		var r io.Reader = rc
+		if pr != nil {
+			r = &progressReader{r: rc, d: d, p: pr}
+		}
+		_, err = p.store.PutBlob(ctx, d.Digest, r)
+		if cerr := rc.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if pr != nil {
+		pr.Done(d, false, err)
+	}
+	return err
+}
+
+type progressReader struct {
+	r io.Reader
+	d v1.Descriptor
+	p Progress
+}
+
+func (r *progressReader) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	if n > 0 {
+		r.p.Advance(r.d, int64(n))
+	}
+	return n, err
+}
+
+// source builds the source for a reference.
+func (p *Puller) source(ref Reference) (source, error) {
+	switch ref.Transport {
+	case Docker:
+		kc := p.opts.Keychain
+		if p.opts.Username != "" || p.opts.Password != "" {
+			kc = authn.NewMultiKeychain(staticKeychain{
+				registry: ref.Name.Context().RegistryStr(),
+				auth:     authn.FromConfig(authn.AuthConfig{Username: p.opts.Username, Password: p.opts.Password}),
+			}, kc)
+		}
+		return &remoteSource{ref: ref.Name, opts: []remote.Option{
+			remote.WithAuthFromKeychain(kc),
+			remote.WithTransport(&httpsOnly{next: p.opts.Transport, insecure: p.opts.Insecure}),
+			remote.WithUserAgent(userAgent(p.opts.Version)),
+		}}, nil
+	case OCI:
+		if fi, err := os.Stat(ref.Path); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("image %s: %s is not a directory", ref, ref.Path)
+		}
+		return &layoutSource{fsys: os.DirFS(ref.Path), tag: ref.Tag, label: ref.String()}, nil
+	case OCIArchive:
+		t, err := openTarFS(ref.Path)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", ref, err)
+		}
+		return &layoutSource{fsys: t, tag: ref.Tag, label: ref.String(), c: t}, nil
+	case DockerArchive:
+		t, err := openTarFS(ref.Path)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", ref, err)
+		}
+		return &dockerArchiveSource{fsys: t, tag: ref.Tag, label: ref.String()}, nil
+	}
+	return nil, fmt.Errorf("image %s: %w", ref, errNoSource)
+}
+
+type staticKeychain struct {
+	registry string
+	auth     authn.Authenticator
+}
+
+func (k staticKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	if r.RegistryStr() == k.registry {
+		return k.auth, nil
+	}
+	return authn.Anonymous, nil
+}
+
+// StoredImage is the image whose manifest is raw, served from blobs in
+// store.
+func StoredImage(store BlobStore, raw []byte, m *v1.Manifest, mt types.MediaType) (v1.Image, error) {
+	return partial.CompressedToImage(&storedImage{store: store, raw: raw, m: m, mt: mt})
+}
+
+type storedImage struct {
+	store BlobStore
+	raw   []byte
+	m     *v1.Manifest
+	mt    types.MediaType
+}
+
+func (s *storedImage) RawConfigFile() ([]byte, error)       { return s.store.ReadBlob(s.m.Config.Digest) }
+func (s *storedImage) MediaType() (types.MediaType, error) { return s.mt, nil }
+func (s *storedImage) RawManifest() ([]byte, error)        { return s.raw, nil }
+func (s *storedImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	for _, l := range s.m.Layers {
+		if l.Digest == h {
+			return &storedLayer{store: s.store, d: l}, nil
+		}
+	}
+	if s.m.Config.Digest == h {
+		return &storedLayer{store: s.store, d: s.m.Config}, nil
+	}
+	return nil, fmt.Errorf("no layer %s in manifest", h)
+}
+
+type storedLayer struct {
+	store BlobStore
+	d     v1.Descriptor
+}
+
+func (l *storedLayer) Digest() (v1.Hash, error)            { return l.d.Digest, nil }
+func (l *storedLayer) Size() (int64, error)                { return l.d.Size, nil }
+func (l *storedLayer) MediaType() (types.MediaType, error) { return l.d.MediaType, nil }
+func (l *storedLayer) Compressed() (io.ReadCloser, error) {
+	f, err := l.store.OpenBlob(l.d.Digest)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("layer %s is not in the cache; pull the image first", l.d.Digest)
+	}
+	return f, err
+}

@@ -1,0 +1,130 @@
+package registry
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// Transport is where an image comes from.
+type Transport string
+
+const (
+	Docker        Transport = "docker"         // a registry
+	OCI           Transport = "oci"            // an OCI image layout directory
+	OCIArchive    Transport = "oci-archive"    // a tar of an OCI image layout
+	DockerArchive Transport = "docker-archive" // the output of docker save
+)
+
+// Reference names an image in one of the transports, as skopeo spells them:
+// REF or docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG],
+// docker-archive:FILE[:REF].
+type Reference struct {
+	Transport Transport
+	// Name is the registry reference for Docker, normalised.
+	Name name.Reference
+	// Path is the directory or file for the local transports.
+	Path string
+	// Tag selects an image inside a layout or archive; empty takes the only
+	// one.
+	Tag string
+}
+
+// ParseReference parses s. Registry names are normalised as Docker does;
+// hosts listed in insecure are reached over plain HTTP.
+func ParseReference(s string, insecure []string) (Reference, error) {
+	tr, rest, found := strings.Cut(s, ":")
+	if found {
+		switch Transport(tr) {
+		case OCI, OCIArchive, DockerArchive:
+			// skopeo splits at the first colon too: paths with colons
+			// cannot be named.
+			p, tag, _ := strings.Cut(rest, ":")
+			if p == "" {
+				return Reference{}, fmt.Errorf("image reference %q: no path after %s:", s, tr)
+			}
+			return Reference{Transport: Transport(tr), Path: p, Tag: tag}, nil
+		case Docker:
+			rest = strings.TrimPrefix(rest, "//")
+			s = rest
+		}
+	}
+	if s == "" {
+		return Reference{}, fmt.Errorf("empty image reference")
+	}
+	ref, err := name.ParseReference(s, name.WeakValidation)
+	if err == nil && plainHTTP(ref.Context().RegistryStr(), insecure) {
+		ref, err = name.ParseReference(s, name.WeakValidation, name.Insecure)
+	}
+	if err != nil {
+		return Reference{}, fmt.Errorf("image reference %q: %w", s, err)
+	}
+	return Reference{Transport: Docker, Name: ref}, nil
+}
+
+// String gives the reference back in canonical form: registry references
+// fully qualified (docker.io/library/alpine:latest), others as
+// transport:path[:tag].
+func (r Reference) String() string {
+	if r.Transport == Docker {
+		return Normalize(r.Name)
+	}
+	s := string(r.Transport) + ":" + r.Path
+	if r.Tag != "" {
+		s += ":" + r.Tag
+	}
+	return s
+}
+
+// Normalize spells a registry reference as Docker and kubelet do:
+// docker.io/library/alpine:latest, not index.docker.io/library/alpine.
+func Normalize(ref name.Reference) string {
+	repo := ref.Context()
+	reg := repo.RegistryStr()
+	if reg == name.DefaultRegistry {
+		reg = "docker.io"
+	}
+	s := reg + "/" + repo.RepositoryStr()
+	switch r := ref.(type) {
+	case name.Tag:
+		s += ":" + r.TagStr()
+	case name.Digest:
+		s += "@" + r.DigestStr()
+	}
+	return s
+}
+
+// Repository is the normalised repository without tag or digest
+// (docker.io/library/alpine); for local transports, the file's base name.
+func (r Reference) Repository() string {
+	if r.Transport == Docker {
+		repo := r.Name.Context()
+		reg := repo.RegistryStr()
+		if reg == name.DefaultRegistry {
+			reg = "docker.io"
+		}
+		return reg + "/" + repo.RepositoryStr()
+	}
+	base := filepath.Base(strings.TrimRight(r.Path, "/"))
+	for _, ext := range []string{".tar.gz", ".tgz", ".tar"} {
+		base = strings.TrimSuffix(base, ext)
+	}
+	return base
+}
+
+// TagOrDigest is the tag, "sha256:..." for digest references, or "" when a
+// local source names no tag.
+func (r Reference) TagOrDigest() string {
+	if r.Transport != Docker {
+		return r.Tag
+	}
+	switch n := r.Name.(type) {
+	case name.Tag:
+		return n.TagStr()
+	case name.Digest:
+		return n.DigestStr()
+	}
+	return ""
+}

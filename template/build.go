@@ -1,0 +1,261 @@
+package template
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/pve-image/pve-image/cache"
+	"github.com/pve-image/pve-image/imgconv"
+	"github.com/pve-image/pve-image/registry"
+)
+
+// Options say how to convert. Everything here that changes the template's
+// bytes is part of the cache key.
+type Options struct {
+	Compression Compression
+	// Level is the compression level; 0 means the compressor's default.
+	Level int
+	// SquashHighIDs maps uids and gids of 65536 and above to 65534.
+	SquashHighIDs bool
+	// MaxSize and MaxEntries bound the expanded image (imgconv.Options).
+	MaxSize, MaxEntries int64
+}
+
+// Builder converts images into cached templates.
+type Builder struct {
+	Cache  *cache.Cache
+	Puller *registry.Puller
+	// Version is the converter's version, part of every cache key.
+	Version string
+	Log     *slog.Logger
+}
+
+// Result is a converted template.
+type Result struct {
+	Entry cache.Entry
+	Meta  Meta
+	// Hit is true when the template came from the cache.
+	Hit bool
+}
+
+// Path is the template file in the cache.
+func (r *Result) Path() string { return r.Entry.Path() }
+
+// Key derives the cache key: everything that determines the template's
+// bytes. Limits are left out: they decide whether a conversion succeeds,
+// not what it writes.
+func (b *Builder) Key(r *registry.Resolved, opts Options) string {
+	level := opts.Level
+	if level == 0 {
+		level = opts.Compression.DefaultLevel()
+	}
+	k := struct {
+		Converter, Encoder, Manifest, Config, Platform string
+		Compression                                    Compression
+		Level                                          int
+		SquashHighIDs                                  bool
+	}{b.Version, opts.Compression.Encoder(), r.Digest.String(), r.Manifest.Config.Digest.String(),
+		registry.PlatformString(r.Platform), opts.Compression, level, opts.SquashHighIDs}
+	j, _ := json.Marshal(k)
+	sum := sha256.Sum256(j)
+	return hex.EncodeToString(sum[:])
+}
+
+// Convert returns the template for ref, from the cache when it holds one for
+// the same image and options, otherwise pulling what is missing and
+// converting.
+func (b *Builder) Convert(ctx context.Context, ref registry.Reference, opts Options) (*Result, error) {
+	res, err := b.Puller.Resolve(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	return b.ConvertResolved(ctx, res, opts)
+}
+
+// ConvertResolved is Convert for an already resolved image.
+func (b *Builder) ConvertResolved(ctx context.Context, res *registry.Resolved, opts Options) (*Result, error) {
+	if err := opts.Compression.CheckLevel(opts.Level); err != nil {
+		return nil, err
+	}
+	key := b.Key(res, opts)
+	entry, built, err := b.Cache.PutTemplate(ctx, key, func(ctx context.Context, dir string) (string, string, error) {
+		return b.build(ctx, res, opts, dir)
+	})
+	if err != nil {
+		return nil, err
+	}
+	meta, err := ReadMeta(entry.Dir)
+	if err != nil {
+		return nil, err
+	}
+	meta.Ref = res.Ref.String()
+	return &Result{Entry: entry, Meta: meta, Hit: !built}, nil
+}
+
+// ReadMeta reads the metadata beside a cached template.
+func ReadMeta(dir string) (Meta, error) {
+	var m Meta
+	b, err := os.ReadFile(filepath.Join(dir, "meta.json"))
+	if err != nil {
+		return m, fmt.Errorf("template metadata: %w", err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("template metadata %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// build pulls, flattens and writes one template into dir.
+func (b *Builder) build(ctx context.Context, res *registry.Resolved, opts Options, dir string) (string, string, error) {
+	start := time.Now()
+	img, err := b.Puller.Fetch(ctx, res)
+	if err != nil {
+		return "", "", err
+	}
+	rootfs, meta, err := b.Flatten(ctx, res, img, imgconv.Options{
+		Image:         res.Ref.String(),
+		TempDir:       b.Cache.TempDir(),
+		MaxSize:       opts.MaxSize,
+		MaxEntries:    opts.MaxEntries,
+		SquashHighIDs: opts.SquashHighIDs,
+	})
+	if err != nil {
+		return "", "", err
+	}
+	defer rootfs.Close()
+	fetched := time.Now()
+
+	embedded := meta
+	embedded.Ref = ""
+	j, err := json.MarshalIndent(embedded, "", "  ")
+	if err != nil {
+		return "", "", err
+	}
+	if err := rootfs.AddFile(MetaPath, 0o644, 0, 0, meta.Created, append(j, '\n')); err != nil {
+		return "", "", fmt.Errorf("image %s: %w", res.Ref, err)
+	}
+
+	name := FileName(res.Ref.Repository(), res.Ref.TagOrDigest(), res.Platform, opts.Compression)
+	if res.Ref.TagOrDigest() == "" {
+		name = FileName(res.Ref.Repository(), res.Digest.String(), res.Platform, opts.Compression)
+	}
+	sum, st, err := writeTemplate(filepath.Join(dir, name), rootfs, opts)
+	if err != nil {
+		return "", "", fmt.Errorf("image %s: write template: %w", res.Ref, err)
+	}
+	meta.Compression = string(opts.Compression)
+	meta.RootfsSize, meta.Entries = st.Bytes, st.Entries
+	meta.File, meta.SHA256 = name, sum
+	if fi, err := os.Stat(filepath.Join(dir, name)); err == nil {
+		meta.Size = fi.Size()
+	}
+	j, err = json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "meta.json"), append(j, '\n'), 0o644); err != nil {
+		return "", "", err
+	}
+	if b.Log != nil {
+		b.Log.Debug("converted", "image", res.Ref.String(), "template", name,
+			"flatten", fetched.Sub(start).Round(time.Millisecond), "write", time.Since(fetched).Round(time.Millisecond),
+			"entries", st.Entries, "bytes", st.Bytes, "size", meta.Size)
+	}
+	return name, sum, nil
+}
+
+// Flatten flattens a fetched image and gathers its Meta (without the fields
+// that describe a written template).
+func (b *Builder) Flatten(ctx context.Context, res *registry.Resolved, img v1.Image, o imgconv.Options) (*imgconv.Rootfs, Meta, error) {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, Meta{}, fmt.Errorf("image %s: config: %w", res.Ref, err)
+	}
+	ls, err := img.Layers()
+	if err != nil {
+		return nil, Meta{}, fmt.Errorf("image %s: %w", res.Ref, err)
+	}
+	layers := make([]imgconv.Layer, len(ls))
+	var csize int64
+	for i, l := range ls {
+		layers[i] = l
+		if n, err := l.Size(); err == nil {
+			csize += n
+		}
+	}
+	rootfs, err := imgconv.Flatten(ctx, layers, o)
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	meta := Meta{
+		Converter:      "pve-image " + b.Version,
+		Ref:            res.Ref.String(),
+		Repository:     res.Ref.Repository(),
+		ManifestDigest: res.Digest.String(),
+		ConfigDigest:   res.Manifest.Config.Digest.String(),
+		Platform:       registry.PlatformString(res.Platform),
+		Arch:           PVEArch(res.Platform),
+		Created:        cfg.Created.UTC(),
+		Config:         RunConfigOf(cfg.Config),
+		Facts:          rootfs.Facts(),
+		Layers:         len(ls),
+		CompressedSize: csize,
+	}
+	if res.IndexDigest != (v1.Hash{}) {
+		meta.IndexDigest = res.IndexDigest.String()
+	}
+	if cfg.Created.IsZero() {
+		meta.Created = time.Time{}
+	}
+	if !SupportedArch(meta.Arch) {
+		meta.Facts.Warnings = append(meta.Facts.Warnings, fmt.Sprintf("Proxmox has no arch %q: containers cannot be created from this template", meta.Arch))
+	}
+	if a := meta.Facts.ShellArch; a != "" && a != meta.Arch {
+		meta.Facts.Warnings = append(meta.Facts.Warnings, fmt.Sprintf("/bin/sh is built for %s but the image says %s", a, meta.Arch))
+	}
+	return rootfs, meta, nil
+}
+
+// writeTemplate writes the compressed tar to path and returns its SHA-256.
+// path is in the build's private directory: the cache renames it into place
+// only when everything succeeded.
+func writeTemplate(path string, rootfs *imgconv.Rootfs, opts Options) (string, imgconv.WriteStats, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return "", imgconv.WriteStats{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
+	zw, err := opts.Compression.NewWriter(bw, opts.Level)
+	if err != nil {
+		return "", imgconv.WriteStats{}, err
+	}
+	st, err := rootfs.WriteTar(zw)
+	if cerr := zw.Close(); err == nil {
+		err = cerr
+	}
+	if ferr := bw.Flush(); err == nil {
+		err = ferr
+	}
+	if cerr := f.Close(); err == nil && !errors.Is(cerr, os.ErrClosed) {
+		err = cerr
+	}
+	if err != nil {
+		return "", st, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), st, nil
+}

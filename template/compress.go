@@ -1,0 +1,139 @@
+package template
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/pgzip"
+	"github.com/ulikunitz/xz"
+)
+
+// Compression is a template's compression, named by its file suffix.
+type Compression string
+
+const (
+	Zstd Compression = "zst"
+	Gzip Compression = "gz"
+	XZ   Compression = "xz"
+	None Compression = ""
+)
+
+// Suffix is the file extension Proxmox expects.
+func (c Compression) Suffix() string {
+	if c == None {
+		return ".tar"
+	}
+	return ".tar." + string(c)
+}
+
+// CompressionFromName reads the compression off a template file name, as
+// Proxmox does (PVE::LXC::Create, proxmox.md §1): .tar.zst, .tar.gz,
+// .tar.xz or .tar.
+func CompressionFromName(name string) (Compression, error) {
+	switch {
+	case strings.HasSuffix(name, ".tar.zst"):
+		return Zstd, nil
+	case strings.HasSuffix(name, ".tar.gz"):
+		return Gzip, nil
+	case strings.HasSuffix(name, ".tar.xz"):
+		return XZ, nil
+	case strings.HasSuffix(name, ".tar"):
+		return None, nil
+	case strings.HasSuffix(name, ".tar.bz2"):
+		return "", fmt.Errorf("%s: bzip2 templates are not written (no maintained Go encoder); use .tar.zst, which every Proxmox since 7.0 reads", name)
+	}
+	return "", fmt.Errorf("%s: a template name must end in .tar.zst, .tar.gz, .tar.xz or .tar", name)
+}
+
+// DefaultLevel is the level used when none is given: zstd -3 and gzip -6,
+// the command-line tools' defaults.
+func (c Compression) DefaultLevel() int {
+	switch c {
+	case Zstd:
+		return 3
+	case Gzip:
+		return 6
+	case XZ:
+		return 6
+	}
+	return 0
+}
+
+// CheckLevel validates a level for c; 0 means the default.
+func (c Compression) CheckLevel(level int) error {
+	if level == 0 {
+		return nil
+	}
+	max := map[Compression]int{Zstd: 22, Gzip: 9, XZ: 9}[c]
+	if level < 1 || level > max {
+		if max == 0 {
+			return fmt.Errorf("an uncompressed template takes no compression level")
+		}
+		return fmt.Errorf("%s compression level %d: want 1 to %d", c.Suffix(), level, max)
+	}
+	return nil
+}
+
+// Encoder is the identity of the code that compresses, for cache keys:
+// the same input gives the same bytes only with the same library version
+// (perf.md §6).
+func (c Compression) Encoder() string {
+	mod := map[Compression]string{Zstd: "github.com/klauspost/compress", Gzip: "github.com/klauspost/pgzip", XZ: "github.com/ulikunitz/xz"}[c]
+	if mod == "" {
+		return "none"
+	}
+	v := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == mod {
+				v = d.Version
+			}
+		}
+	}
+	return mod + "@" + v
+}
+
+// NewWriter compresses into w. The output depends only on the input, the
+// level and the library version, not on the machine: zstd always runs with
+// at least two encoders in concurrent-block mode, whose output is the same
+// for any count of two or more (perf.md §6).
+func (c Compression) NewWriter(w io.Writer, level int) (io.WriteCloser, error) {
+	if level == 0 {
+		level = c.DefaultLevel()
+	}
+	switch c {
+	case Zstd:
+		return zstd.NewWriter(w,
+			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
+			zstd.WithEncoderConcurrency(max(2, runtime.GOMAXPROCS(0))),
+			zstd.WithConcurrentBlocks(true))
+	case Gzip:
+		zw, err := pgzip.NewWriterLevel(w, level)
+		if err != nil {
+			return nil, err
+		}
+		// Fixed block size and count: pgzip's output then does not depend on
+		// the number of CPUs.
+		if err := zw.SetConcurrency(1<<20, max(2, runtime.GOMAXPROCS(0))); err != nil {
+			return nil, err
+		}
+		return zw, nil
+	case XZ:
+		cfg := xz.WriterConfig{DictCap: 8 << 20}
+		if level >= 7 {
+			cfg.DictCap = 32 << 20
+		}
+		return cfg.NewWriter(w)
+	case None:
+		return nopCloser{w}, nil
+	}
+	return nil, fmt.Errorf("unknown compression %q", c)
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }

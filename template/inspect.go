@@ -1,0 +1,111 @@
+package template
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/pve-image/pve-image/cache"
+	"github.com/pve-image/pve-image/imgconv"
+	"github.com/pve-image/pve-image/registry"
+)
+
+// Inspect describes an image as its template would be. When the cache holds
+// the template for opts, its metadata answers; otherwise the layers are
+// fetched and flattened without writing anything.
+func (b *Builder) Inspect(ctx context.Context, ref registry.Reference, opts Options) (Meta, error) {
+	res, err := b.Puller.Resolve(ctx, ref)
+	if err != nil {
+		return Meta{}, err
+	}
+	defer res.Close()
+	if e, err := b.Cache.Template(b.Key(res, opts)); err == nil {
+		if m, err := ReadMeta(e.Dir); err == nil {
+			m.Ref = ref.String()
+			return m, nil
+		}
+	} else if !errors.Is(err, cache.ErrNotFound) {
+		return Meta{}, err
+	}
+	img, err := b.Puller.Fetch(ctx, res)
+	if err != nil {
+		return Meta{}, err
+	}
+	rootfs, meta, err := b.Flatten(ctx, res, img, imgconv.Options{
+		Image: ref.String(), TempDir: b.Cache.TempDir(), FactsOnly: true,
+		MaxSize: opts.MaxSize, MaxEntries: opts.MaxEntries, SquashHighIDs: opts.SquashHighIDs,
+	})
+	if err != nil {
+		return Meta{}, err
+	}
+	defer rootfs.Close()
+	meta.Entries, meta.RootfsSize = rootfs.Size()
+	return meta, nil
+}
+
+// InspectFile describes a template file: what Proxmox will detect in it and,
+// for templates pve-image wrote, the image it came from.
+func InspectFile(ctx context.Context, path, tempDir string) (Meta, error) {
+	l, err := newFileLayer(path)
+	if err != nil {
+		return Meta{}, err
+	}
+	rootfs, err := imgconv.Flatten(ctx, []imgconv.Layer{l}, imgconv.Options{Image: path, TempDir: tempDir, FactsOnly: true, MaxSize: -1, MaxEntries: -1, SquashHighIDs: true})
+	if err != nil {
+		return Meta{}, err
+	}
+	defer rootfs.Close()
+	var m Meta
+	if b, ok := rootfs.ReadFile(MetaPath); ok {
+		if err := json.Unmarshal(b, &m); err != nil {
+			return Meta{}, fmt.Errorf("%s: /%s: %w", path, MetaPath, err)
+		}
+	}
+	m.Facts = rootfs.Facts()
+	if m.Arch != "" && !SupportedArch(m.Arch) {
+		m.Facts.Warnings = append(m.Facts.Warnings, fmt.Sprintf("Proxmox has no arch %q", m.Arch))
+	}
+	m.Entries, m.RootfsSize = rootfs.Size()
+	m.File, m.Size, m.SHA256 = filepath.Base(path), l.size, l.digest.Hex
+	if c, err := CompressionFromName(path); err == nil {
+		m.Compression = string(c)
+	}
+	if !ValidName(filepath.Base(path)) {
+		m.Facts.Warnings = append(m.Facts.Warnings, fmt.Sprintf("Proxmox does not take %q as a template name", filepath.Base(path)))
+	}
+	return m, nil
+}
+
+// fileLayer presents a template file as a single layer.
+type fileLayer struct {
+	path   string
+	size   int64
+	digest v1.Hash
+}
+
+func newFileLayer(path string) (*fileLayer, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &fileLayer{path: path, size: n, digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}}, nil
+}
+
+func (l *fileLayer) Digest() (v1.Hash, error)            { return l.digest, nil }
+func (l *fileLayer) MediaType() (types.MediaType, error) { return "", nil }
+func (l *fileLayer) Compressed() (io.ReadCloser, error)  { return os.Open(l.path) }

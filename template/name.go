@@ -1,0 +1,67 @@
+package template
+
+import (
+	"regexp"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// PVEArch names a platform's architecture as Proxmox's arch option does
+// (amd64 i386 arm64 armhf riscv32 riscv64), or as OCI does for the rest.
+func PVEArch(p v1.Platform) string {
+	switch p.Architecture {
+	case "amd64", "arm64", "riscv64":
+		return p.Architecture
+	case "386":
+		return "i386"
+	case "arm":
+		if p.Variant == "" || p.Variant == "v7" || p.Variant == "v8" {
+			return "armhf"
+		}
+		return "arm" + p.Variant
+	}
+	return p.Architecture + p.Variant
+}
+
+// SupportedArch reports whether Proxmox's arch option accepts a.
+func SupportedArch(a string) bool {
+	switch a {
+	case "amd64", "i386", "arm64", "armhf", "riscv32", "riscv64":
+		return true
+	}
+	return false
+}
+
+var unsafeChars = regexp.MustCompile(`[^a-zA-Z0-9_.-]`)
+
+// Sanitize replaces what Proxmox's normalize_content_filename would: every
+// character outside [a-zA-Z0-9_.-] becomes "_".
+func Sanitize(s string) string { return unsafeChars.ReplaceAllString(s, "_") }
+
+// FileName is the template name for an image: <name>_<tag>_<arch><suffix>.
+// The name is the repository without Docker Hub's docker.io/library/ and
+// with "/" and ":" turned into "-", and no "_", so that the first and last
+// "_" split the fields again. Digest references put sha256-<12 hex> where the
+// tag goes.
+func FileName(repository, tagOrDigest string, p v1.Platform, c Compression) string {
+	n := strings.TrimPrefix(repository, "docker.io/")
+	n = strings.TrimPrefix(n, "library/")
+	n = strings.NewReplacer("/", "-", ":", "-", "_", "-").Replace(n)
+	tag := tagOrDigest
+	if alg, hex, ok := strings.Cut(tag, ":"); ok {
+		tag = alg + "-" + hex[:min(12, len(hex))]
+	}
+	if tag == "" {
+		tag = "latest"
+	}
+	return Sanitize(n) + "_" + Sanitize(tag) + "_" + Sanitize(PVEArch(p)) + c.Suffix()
+}
+
+var vztmplName = regexp.MustCompile(`^[^/]+\.(?:tar|tar\.(?:gz|xz|zst|bz2))$`)
+
+// ValidName reports whether Proxmox stores a file of this name as a
+// container template (pve-storage's VZTMPL_EXT_RE_1 after normalisation).
+func ValidName(name string) bool {
+	return name == Sanitize(name) && vztmplName.MatchString(name)
+}
