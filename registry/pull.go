@@ -441,7 +441,7 @@ type storedImage struct {
 	mt    types.MediaType
 }
 
-func (s *storedImage) RawConfigFile() ([]byte, error)       { return s.store.ReadBlob(s.m.Config.Digest) }
+func (s *storedImage) RawConfigFile() ([]byte, error)      { return s.store.ReadBlob(s.m.Config.Digest) }
 func (s *storedImage) MediaType() (types.MediaType, error) { return s.mt, nil }
 func (s *storedImage) RawManifest() ([]byte, error)        { return s.raw, nil }
 func (s *storedImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
