@@ -61,10 +61,10 @@ func TestFactsShellArch(t *testing.T) {
 		files []te
 		want  string
 	}{
-		{"amd64 via symlink chain", []te{te{name: "bin/busybox", body: elfHeader(0x3e, 2), mode: 0o755}, symlink("bin/sh", "busybox")}, "amd64"},
-		{"arm64 absolute symlink", []te{te{name: "usr/bin/dash", body: elfHeader(0xb7, 2), mode: 0o755}, symlink("bin", "usr/bin"), symlink("usr/bin/sh", "/usr/bin/dash")}, "arm64"},
-		{"riscv64", []te{te{name: "bin/sh", body: elfHeader(0xf3, 2), mode: 0o755}}, "riscv64"},
-		{"shell script is not ELF", []te{te{name: "bin/sh", body: "#!/bin/busybox\n", mode: 0o755}}, ""},
+		{"amd64 via symlink chain", []te{te{Name: "bin/busybox", Body: elfHeader(0x3e, 2), Mode: 0o755}, symlink("bin/sh", "busybox")}, "amd64"},
+		{"arm64 absolute symlink", []te{te{Name: "usr/bin/dash", Body: elfHeader(0xb7, 2), Mode: 0o755}, symlink("bin", "usr/bin"), symlink("usr/bin/sh", "/usr/bin/dash")}, "arm64"},
+		{"riscv64", []te{te{Name: "bin/sh", Body: elfHeader(0xf3, 2), Mode: 0o755}}, "riscv64"},
+		{"shell script is not ELF", []te{te{Name: "bin/sh", Body: "#!/bin/busybox\n", Mode: 0o755}}, ""},
 		{"no shell", []te{file("app", "x")}, ""},
 		{"symlink loop", []te{symlink("bin/sh", "sh2"), symlink("bin/sh2", "sh")}, ""},
 	}
@@ -83,7 +83,7 @@ func TestFactsShellArch(t *testing.T) {
 }
 
 func TestFactsWarnings(t *testing.T) {
-	r, err := flatten(t, Options{FactsOnly: true}, gzLayer(t, dir("dev/"), te{name: "dev/null", typ: '3'}, symlink("dev/fd", "/proc/self/fd")))
+	r, err := flatten(t, Options{FactsOnly: true}, gzLayer(t, dir("dev/"), te{Name: "dev/null", Type: '3'}, symlink("dev/fd", "/proc/self/fd")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,7 +87,7 @@ func TestFlattenRules(t *testing.T) {
 		want:   []string{"./lib/ 5", `./lib/g 0 "g"`, "./real/ 5", `./real/f 0 "r"`},
 	}, {
 		name:   "directory over directory takes the new attributes and keeps children",
-		layers: [][]te{{te{name: "d/", mode: 0o700}, file("d/f", "f")}, {te{name: "d/", mode: 0o1777, uid: 5}}},
+		layers: [][]te{{te{Name: "d/", Mode: 0o700}, file("d/f", "f")}, {te{Name: "d/", Mode: 0o1777, UID: 5}}},
 		want:   []string{"./d/ 5", `./d/f 0 "f"`},
 	}, {
 		name:   "duplicate entries in one layer: the last wins",
@@ -133,7 +133,7 @@ func TestFlattenRules(t *testing.T) {
 		want: []string{"./bin/ 5", `./bin/a 0 "linked"`, "./bin/b 1 -> ./bin/a"},
 	}, {
 		name:   "device nodes are left out, fifos kept",
-		layers: [][]te{{dir("dev/"), te{name: "dev/null", typ: tar.TypeChar}, te{name: "dev/sda", typ: tar.TypeBlock}, te{name: "run/fifo", typ: tar.TypeFifo}}},
+		layers: [][]te{{dir("dev/"), te{Name: "dev/null", Type: tar.TypeChar}, te{Name: "dev/sda", Type: tar.TypeBlock}, te{Name: "run/fifo", Type: tar.TypeFifo}}},
 		want:   []string{"./dev/ 5", "./run/ 5", "./run/fifo 6"},
 	}, {
 		name:   "long and non-ASCII names",
@@ -145,7 +145,7 @@ func TestFlattenRules(t *testing.T) {
 		want:   []string{`./B 0 "4"`, "./a/ 5", `./a/c 0 "2"`, `./a-b 0 "1"`, `./a.d 0 "3"`},
 	}, {
 		name:   "root entry sets the root's attributes, whiteouts of the root ignored",
-		layers: [][]te{{te{name: "./", mode: 0o755}, file("f", "f")}},
+		layers: [][]te{{te{Name: "./", Mode: 0o755}, file("f", "f")}},
 		want:   []string{`./f 0 "f"`},
 	}}
 	for _, tc := range tests {
@@ -172,11 +172,11 @@ func TestFlattenRules(t *testing.T) {
 
 func TestFlattenKeepsModesIDsAndXattrs(t *testing.T) {
 	r, err := flatten(t, Options{}, gzLayer(t,
-		te{name: "bin/su", body: "su", mode: 0o4755, uid: 0, gid: 0},
-		te{name: "usr/bin/wall", body: "w", mode: 0o2755, gid: 5},
-		te{name: "tmp/", mode: 0o1777},
-		te{name: "app/data", body: "d", mode: 0o640, uid: 1000, gid: 65535},
-		te{name: "bin/ping", body: "p", mode: 0o755, pax: map[string]string{
+		te{Name: "bin/su", Body: "su", Mode: 0o4755, UID: 0, GID: 0},
+		te{Name: "usr/bin/wall", Body: "w", Mode: 0o2755, GID: 5},
+		te{Name: "tmp/", Mode: 0o1777},
+		te{Name: "app/data", Body: "d", Mode: 0o640, UID: 1000, GID: 65535},
+		te{Name: "bin/ping", Body: "p", Mode: 0o755, PAX: map[string]string{
 			"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00",
 			"SCHILY.xattr.user.note":           "hello",
 			"SCHILY.xattr.security.selinux":    "system_u:object_r:bin_t:s0",
@@ -293,8 +293,8 @@ func TestFlattenBadInput(t *testing.T) {
 		{"write through a symlink", []Layer{gzLayer(t, symlink("etc", "/host/etc")), gzLayer(t, file("etc/passwd", "x"))}, Options{}, ErrThroughSymlink, "etc/passwd"},
 		{"write through a symlink in one layer", []Layer{gzLayer(t, symlink("lnk", "../.."), file("lnk/evil", "x"))}, Options{}, ErrThroughSymlink, "lnk/evil"},
 		{"write below a file", []Layer{gzLayer(t, file("f", "x"), file("f/child", "y"))}, Options{}, ErrNotDir, "f/child"},
-		{"uid too high", []Layer{gzLayer(t, te{name: "big", body: "x", uid: 100000})}, Options{}, ErrHighID, `"big"`},
-		{"gid too high", []Layer{gzLayer(t, te{name: "big", body: "x", gid: 70000})}, Options{}, ErrHighID, `"big"`},
+		{"uid too high", []Layer{gzLayer(t, te{Name: "big", Body: "x", UID: 100000})}, Options{}, ErrHighID, `"big"`},
+		{"gid too high", []Layer{gzLayer(t, te{Name: "big", Body: "x", GID: 70000})}, Options{}, ErrHighID, `"big"`},
 		{"dangling hardlink", []Layer{gzLayer(t, hardlink("b", "missing"))}, Options{}, ErrBadHardlink, `"b"`},
 		{"hardlink to a directory", []Layer{gzLayer(t, dir("d/"), hardlink("b", "d"))}, Options{}, ErrBadHardlink, `"b"`},
 		{"empty whiteout", []Layer{gzLayer(t, whiteout("dir/.wh."))}, Options{}, ErrBadWhiteout, "dir/.wh."},
@@ -334,7 +334,7 @@ func TestFlattenBadInput(t *testing.T) {
 }
 
 func TestFlattenSquashHighIDs(t *testing.T) {
-	r, err := flatten(t, Options{SquashHighIDs: true}, gzLayer(t, te{name: "big", body: "x", uid: 100000, gid: 200000}))
+	r, err := flatten(t, Options{SquashHighIDs: true}, gzLayer(t, te{Name: "big", Body: "x", UID: 100000, GID: 200000}))
 	if err != nil {
 		t.Fatal(err)
 	}

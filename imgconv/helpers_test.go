@@ -10,73 +10,26 @@ import (
 	"io"
 	"strings"
 	"testing"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
+
+	"github.com/pve-image/pve-image/tests/testenv"
 )
 
-// te is one member of a hand-written test layer.
-type te struct {
-	name string
-	typ  byte // default TypeReg, or TypeDir when name ends in "/"
-	body string
-	link string
-	mode int64
-	uid  int
-	gid  int
-	pax  map[string]string
-}
+// Short names for the shared test-layer builders.
+type te = testenv.Entry
 
-func file(name, body string) te { return te{name: name, body: body} }
-func dir(name string) te        { return te{name: name, typ: tar.TypeDir} }
-func symlink(name, target string) te {
-	return te{name: name, typ: tar.TypeSymlink, link: target}
-}
-func hardlink(name, target string) te { return te{name: name, typ: tar.TypeLink, link: target} }
-func whiteout(name string) te         { return te{name: name} }
+var (
+	file     = testenv.File
+	dir      = testenv.Dir
+	symlink  = testenv.Symlink
+	hardlink = testenv.Hardlink
+	tarOf    = testenv.Tar
+)
 
-func tarOf(t testing.TB, entries ...te) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		typ := e.typ
-		if typ == 0 {
-			typ = tar.TypeReg
-			if strings.HasSuffix(e.name, "/") {
-				typ = tar.TypeDir
-			}
-		}
-		mode := e.mode
-		if mode == 0 {
-			mode = 0o644
-			if typ == tar.TypeDir {
-				mode = 0o755
-			}
-		}
-		hdr := &tar.Header{Name: e.name, Typeflag: typ, Mode: mode, Uid: e.uid, Gid: e.gid,
-			ModTime: time.Unix(1700000000, 0), Linkname: e.link, PAXRecords: e.pax, Format: tar.FormatPAX}
-		if typ == tar.TypeReg {
-			hdr.Size = int64(len(e.body))
-		}
-		if typ == tar.TypeChar || typ == tar.TypeBlock {
-			hdr.Devmajor, hdr.Devminor = 1, 3
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatalf("test layer %s: %v", e.name, err)
-		}
-		if typ == tar.TypeReg {
-			io.WriteString(tw, e.body)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
+// whiteout is any member by its full name, typically a .wh. file.
+func whiteout(name string) te { return te{Name: name} }
 
 // memLayer is a layer held in memory; its digest is computed, so corrupting
 // blob after creation makes the layer lie about its content.
@@ -97,21 +50,8 @@ func (l *memLayer) Compressed() (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(l.blob)), nil
 }
 
-func gz(t testing.TB, b []byte) []byte {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	zw.Write(b)
-	zw.Close()
-	return buf.Bytes()
-}
-
-func zst(t testing.TB, b []byte) []byte {
-	enc, err := zstd.NewWriter(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return enc.EncodeAll(b, nil)
-}
+func gz(t testing.TB, b []byte) []byte  { return testenv.Gzip(b) }
+func zst(t testing.TB, b []byte) []byte { return testenv.Zstd(b) }
 
 func gzLayer(t testing.TB, entries ...te) Layer {
 	return newMemLayer(gz(t, tarOf(t, entries...)), types.OCILayer)

@@ -89,7 +89,10 @@ func NewPuller(store BlobStore, opts Options) *Puller {
 // Resolved is a reference pinned to the manifest of one platform. Its
 // manifest (and index, if any) are in the store.
 type Resolved struct {
-	Ref         Reference
+	Ref Reference
+	// Repository and Tag name the image for people and file names: the
+	// reference's, or what an archive's own metadata says.
+	Repository, Tag string
 	Digest      v1.Hash // of the platform's manifest
 	IndexDigest v1.Hash // of the index it was chosen from; zero if none
 	MediaType   types.MediaType
@@ -125,10 +128,15 @@ func (p *Puller) Resolve(ctx context.Context, ref Reference) (*Resolved, error) 
 }
 
 func (p *Puller) resolve(ctx context.Context, ref Reference, src source) (*Resolved, error) {
-	r := &Resolved{Ref: ref, src: src}
+	r := &Resolved{Ref: ref, src: src, Repository: ref.Repository(), Tag: ref.TagOrDigest()}
 	desc, raw, err := p.root(ctx, ref, src)
 	if err != nil {
 		return nil, err
+	}
+	if n, ok := src.(namer); ok {
+		if repo, tag := n.name(); repo != "" {
+			r.Repository, r.Tag = repo, tag
+		}
 	}
 	if desc.MediaType.IsSchema1() {
 		return nil, fmt.Errorf("Docker schema 1 manifests (%s) are not supported; push the image again with a current client", desc.MediaType)

@@ -81,12 +81,7 @@ func (r Reference) String() string {
 // Normalize spells a registry reference as Docker and kubelet do:
 // docker.io/library/alpine:latest, not index.docker.io/library/alpine.
 func Normalize(ref name.Reference) string {
-	repo := ref.Context()
-	reg := repo.RegistryStr()
-	if reg == name.DefaultRegistry {
-		reg = "docker.io"
-	}
-	s := reg + "/" + repo.RepositoryStr()
+	s := repoName(ref)
 	switch r := ref.(type) {
 	case name.Tag:
 		s += ":" + r.TagStr()
@@ -100,18 +95,22 @@ func Normalize(ref name.Reference) string {
 // (docker.io/library/alpine); for local transports, the file's base name.
 func (r Reference) Repository() string {
 	if r.Transport == Docker {
-		repo := r.Name.Context()
-		reg := repo.RegistryStr()
-		if reg == name.DefaultRegistry {
-			reg = "docker.io"
-		}
-		return reg + "/" + repo.RepositoryStr()
+		return repoName(r.Name)
 	}
 	base := filepath.Base(strings.TrimRight(r.Path, "/"))
 	for _, ext := range []string{".tar.gz", ".tgz", ".tar"} {
 		base = strings.TrimSuffix(base, ext)
 	}
 	return base
+}
+
+func repoName(ref name.Reference) string {
+	repo := ref.Context()
+	reg := repo.RegistryStr()
+	if reg == name.DefaultRegistry {
+		reg = "docker.io"
+	}
+	return reg + "/" + repo.RepositoryStr()
 }
 
 // TagOrDigest is the tag, "sha256:..." for digest references, or "" when a

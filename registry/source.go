@@ -33,6 +33,12 @@ type source interface {
 	close() error
 }
 
+// namer is implemented by sources whose metadata names the image better
+// than the reference does (an archive's RepoTags, a layout's annotations).
+type namer interface {
+	name() (repository, tag string)
+}
+
 // remoteSource reads from a registry.
 type remoteSource struct {
 	ref  name.Reference
@@ -70,10 +76,11 @@ func isManifest(mt types.MediaType) bool { return mt.IsImage() || mt.IsIndex() |
 
 // layoutSource reads an OCI image layout, from a directory or a tar.
 type layoutSource struct {
-	fsys  fs.FS
-	tag   string
-	label string // for errors
-	c     io.Closer
+	fsys    fs.FS
+	tag     string
+	label   string // for errors
+	c       io.Closer
+	refName string // the chosen manifest's ref.name annotation
 }
 
 const refNameAnnotation = "org.opencontainers.image.ref.name"
@@ -101,6 +108,7 @@ func (s *layoutSource) root(ctx context.Context) (v1.Descriptor, []byte, error) 
 	switch {
 	case len(matches) == 1:
 		d := matches[0]
+		s.refName = d.Annotations[refNameAnnotation]
 		b, err := s.read(d)
 		return d, b, err
 	case len(matches) == 0:
@@ -113,6 +121,18 @@ func (s *layoutSource) root(ctx context.Context) (v1.Descriptor, []byte, error) 
 		return d, raw, nil
 	}
 	return v1.Descriptor{}, nil, fmt.Errorf("%s: %d images are tagged %q", s.label, len(matches), s.tag)
+}
+
+// name uses a ref.name annotation that is a full reference
+// (example.com/app:1) as the image's name; a bare tag only as its tag.
+func (s *layoutSource) name() (string, string) {
+	if s.refName == "" {
+		return "", ""
+	}
+	if t, err := name.NewTag(s.refName, name.StrictValidation); err == nil && strings.ContainsAny(s.refName, "/:") {
+		return repoName(t), t.TagStr()
+	}
+	return "", ""
 }
 
 func (s *layoutSource) read(d v1.Descriptor) ([]byte, error) {
@@ -223,10 +243,19 @@ func (i tarInfo) Sys() any           { return nil }
 // from those (Docker schema 2), with the layers as they are stored, so the
 // same archive always gives the same manifest digest.
 type dockerArchiveSource struct {
-	fsys  *tarFS
-	tag   string
-	label string
-	blobs map[v1.Hash]string // digest → member name
+	fsys    *tarFS
+	tag     string
+	label   string
+	blobs   map[v1.Hash]string // digest → member name
+	repoTag string             // the chosen image's tag, as docker save recorded it
+}
+
+func (s *dockerArchiveSource) name() (string, string) {
+	t, err := name.NewTag(s.repoTag, name.WeakValidation)
+	if s.repoTag == "" || err != nil {
+		return "", ""
+	}
+	return repoName(t), t.TagStr()
 }
 
 type dockerManifestEntry struct {
@@ -264,6 +293,11 @@ func (s *dockerArchiveSource) root(ctx context.Context) (v1.Descriptor, []byte, 
 		return v1.Descriptor{}, nil, fmt.Errorf("%s holds %d images; name one of: %s", s.label, len(entries), strings.Join(tags, ", "))
 	case pick == nil:
 		return v1.Descriptor{}, nil, fmt.Errorf("%s: no image tagged %q; tags: %s", s.label, s.tag, strings.Join(tags, ", "))
+	}
+	if s.tag != "" {
+		s.repoTag = s.tag
+	} else if len(pick.RepoTags) > 0 {
+		s.repoTag = pick.RepoTags[0]
 	}
 
 	s.blobs = map[v1.Hash]string{}

@@ -148,10 +148,11 @@ func (b *Builder) build(ctx context.Context, res *registry.Resolved, opts Option
 		return "", "", fmt.Errorf("image %s: %w", res.Ref, err)
 	}
 
-	name := FileName(res.Ref.Repository(), res.Ref.TagOrDigest(), res.Platform, opts.Compression)
-	if res.Ref.TagOrDigest() == "" {
-		name = FileName(res.Ref.Repository(), res.Digest.String(), res.Platform, opts.Compression)
+	tag := res.Tag
+	if tag == "" {
+		tag = res.Digest.String()
 	}
+	name := FileName(res.Repository, tag, res.Platform, opts.Compression)
 	sum, st, err := writeTemplate(filepath.Join(dir, name), rootfs, opts)
 	if err != nil {
 		return "", "", fmt.Errorf("image %s: write template: %w", res.Ref, err)
@@ -203,7 +204,7 @@ func (b *Builder) Flatten(ctx context.Context, res *registry.Resolved, img v1.Im
 	meta := Meta{
 		Converter:      "pve-image " + b.Version,
 		Ref:            res.Ref.String(),
-		Repository:     res.Ref.Repository(),
+		Repository:     res.Repository,
 		ManifestDigest: res.Digest.String(),
 		ConfigDigest:   res.Manifest.Config.Digest.String(),
 		Platform:       registry.PlatformString(res.Platform),
