@@ -93,12 +93,12 @@ type Resolved struct {
 	// Repository and Tag name the image for people and file names: the
 	// reference's, or what an archive's own metadata says.
 	Repository, Tag string
-	Digest      v1.Hash // of the platform's manifest
-	IndexDigest v1.Hash // of the index it was chosen from; zero if none
-	MediaType   types.MediaType
-	RawManifest []byte
-	Manifest    *v1.Manifest
-	Platform    v1.Platform
+	Digest          v1.Hash // of the platform's manifest
+	IndexDigest     v1.Hash // of the index it was chosen from; zero if none
+	MediaType       types.MediaType
+	RawManifest     []byte
+	Manifest        *v1.Manifest
+	Platform        v1.Platform
 
 	src source
 }
