@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -93,11 +94,12 @@ func (c *Cache) ReadBlob(h v1.Hash) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
-// PutBlob stores the content of r as blob h, hashing it on the way; a
-// mismatch stores nothing and reports both digests. A blob already present
-// is kept and r is not read. Concurrent callers for one digest wait for the
-// first, then find the blob present.
-func (c *Cache) PutBlob(ctx context.Context, h v1.Hash, r io.Reader) (int64, error) {
+// PutBlob stores the content open returns as blob h, hashing it on the way;
+// a mismatch stores nothing and reports both digests. open is called only
+// when the blob is absent, under the blob's lock: concurrent callers for one
+// digest, in any process, wait for the first and then find the blob present,
+// so it is downloaded once.
+func (c *Cache) PutBlob(ctx context.Context, h v1.Hash, open func() (io.ReadCloser, error)) (int64, error) {
 	if err := checkHash(h); err != nil {
 		return 0, err
 	}
@@ -112,6 +114,11 @@ func (c *Cache) PutBlob(ctx context.Context, h v1.Hash, r io.Reader) (int64, err
 	if fi, err := os.Stat(c.BlobPath(h)); err == nil {
 		return fi.Size(), nil
 	}
+	r, err := open()
+	if err != nil {
+		return 0, fmt.Errorf("blob %s: %w", h, err)
+	}
+	defer r.Close()
 	tmp, err := os.CreateTemp(c.TempDir(), "blob-*")
 	if err != nil {
 		return 0, err
@@ -120,6 +127,9 @@ func (c *Cache) PutBlob(ctx context.Context, h v1.Hash, r io.Reader) (int64, err
 	defer tmp.Close()
 	hasher := sha256.New()
 	n, err := io.CopyBuffer(io.MultiWriter(tmp, hasher), ctxReader{ctx, r}, make([]byte, 1<<20))
+	if err == nil {
+		err = r.Close()
+	}
 	if err != nil {
 		return n, fmt.Errorf("blob %s: %w", h, err)
 	}
@@ -134,7 +144,7 @@ func (c *Cache) PutBlob(ctx context.Context, h v1.Hash, r io.Reader) (int64, err
 
 // PutBlobBytes is PutBlob for content in memory.
 func (c *Cache) PutBlobBytes(ctx context.Context, h v1.Hash, b []byte) error {
-	_, err := c.PutBlob(ctx, h, strings.NewReader(string(b)))
+	_, err := c.PutBlob(ctx, h, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
 	return err
 }
 

@@ -25,8 +25,9 @@ type BlobStore interface {
 	HasBlob(h v1.Hash) bool
 	OpenBlob(h v1.Hash) (*os.File, error)
 	ReadBlob(h v1.Hash) ([]byte, error)
-	// PutBlob stores r as blob h, refusing content that does not hash to h.
-	PutBlob(ctx context.Context, h v1.Hash, r io.Reader) (int64, error)
+	// PutBlob stores what open returns as blob h, refusing content that
+	// does not hash to h. It calls open only if h is absent.
+	PutBlob(ctx context.Context, h v1.Hash, open func() (io.ReadCloser, error)) (int64, error)
 }
 
 // Progress hears about blob downloads. Implementations must be safe for
@@ -203,7 +204,7 @@ func (p *Puller) root(ctx context.Context, ref Reference, src source) (v1.Descri
 	if d, ok := ref.digest(); ok && d != desc.Digest {
 		return desc, nil, fmt.Errorf("registry returned manifest %s for %s", desc.Digest, d)
 	}
-	if _, err := p.store.PutBlob(ctx, desc.Digest, bytes.NewReader(raw)); err != nil {
+	if _, err := p.store.PutBlob(ctx, desc.Digest, bytesOpener(raw)); err != nil {
 		return desc, nil, fmt.Errorf("manifest: %w", err)
 	}
 	return desc, raw, nil
@@ -289,7 +290,7 @@ func (p *Puller) manifestBytes(ctx context.Context, src source, d v1.Descriptor)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := p.store.PutBlob(ctx, d.Digest, bytes.NewReader(raw)); err != nil {
+	if _, err := p.store.PutBlob(ctx, d.Digest, bytesOpener(raw)); err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	return raw, nil
@@ -347,40 +348,36 @@ func (p *Puller) fetchBlob(ctx context.Context, src source, d v1.Descriptor, rep
 	if !report {
 		pr = nil
 	}
-	if p.store.HasBlob(d.Digest) {
+	fetched := false
+	_, err := p.store.PutBlob(ctx, d.Digest, func() (io.ReadCloser, error) {
+		fetched = true
 		if pr != nil {
-			pr.Done(d, true, nil)
+			pr.Start(d)
 		}
-		return nil
-	}
+		rc, err := src.blob(ctx, d)
+		if err != nil || pr == nil {
+			return rc, err
+		}
+		return &progressReader{ReadCloser: rc, d: d, p: pr}, nil
+	})
 	if pr != nil {
-		pr.Start(d)
-	}
-	rc, err := src.blob(ctx, d)
-	if err == nil {
-		var r io.Reader = rc
-		if pr != nil {
-			r = &progressReader{r: rc, d: d, p: pr}
-		}
-		_, err = p.store.PutBlob(ctx, d.Digest, r)
-		if cerr := rc.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if pr != nil {
-		pr.Done(d, false, err)
+		pr.Done(d, !fetched, err)
 	}
 	return err
 }
 
+func bytesOpener(b []byte) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+}
+
 type progressReader struct {
-	r io.Reader
+	io.ReadCloser
 	d v1.Descriptor
 	p Progress
 }
 
 func (r *progressReader) Read(b []byte) (int, error) {
-	n, err := r.r.Read(b)
+	n, err := r.ReadCloser.Read(b)
 	if n > 0 {
 		r.p.Advance(r.d, int64(n))
 	}

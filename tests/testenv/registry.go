@@ -118,6 +118,7 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	counts map[string]int
+	delay  map[string]time.Duration // by request kind
 	// Tamper, if set, may replace a response body; it gets the request
 	// path.
 	tamper func(path string, body []byte) []byte
@@ -153,7 +154,15 @@ func StartProxy(t testing.TB, target string) *Proxy {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.counts[r.Method+" "+kind(r.URL.Path)]++
+		d := p.delay[kind(r.URL.Path)]
 		p.mu.Unlock()
+		if d > 0 {
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
+		}
 		rp.ServeHTTP(w, r)
 	})}
 	go srv.Serve(l)
@@ -185,6 +194,17 @@ func (p *Proxy) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.counts = map[string]int{}
+}
+
+// SetDelay holds requests of a kind ("manifest", "blob") for d before
+// passing them on.
+func (p *Proxy) SetDelay(kind string, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.delay == nil {
+		p.delay = map[string]time.Duration{}
+	}
+	p.delay[kind] = d
 }
 
 // SetTamper installs f to rewrite successful GET responses.
