@@ -37,7 +37,7 @@ var (
 	ErrUnsafePath     = errors.New("path escapes the root filesystem")
 	ErrThroughSymlink = errors.New("entry would be written through a symbolic link")
 	ErrNotDir         = errors.New("parent is not a directory")
-	ErrHighID         = errors.New("uid/gid is 65536 or more, which Proxmox's unprivileged extraction (ids 0-65535 mapped) cannot restore; convert with --squash-high-ids to map such ids to 65534")
+	ErrHighID         = errors.New("ids of 65536 and above cannot be restored by Proxmox's unprivileged extraction, which maps 0-65535; convert with --squash-high-ids to map them to 65534")
 	ErrTooLarge       = errors.New("image expands beyond the size limit")
 	ErrTooManyEntries = errors.New("image has more entries than the limit")
 	ErrMediaType      = errors.New("unsupported layer media type")

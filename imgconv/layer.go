@@ -354,7 +354,7 @@ func (f *flattener) inodeFor(hdr *tar.Header, d *decodedLayer) (*inode, error) {
 	for _, id := range []*int{&ino.uid, &ino.gid} {
 		if *id < 0 || *id >= 65536 {
 			if !f.opts.SquashHighIDs {
-				return nil, fmt.Errorf("%w (uid %d, gid %d)", ErrHighID, hdr.Uid, hdr.Gid)
+				return nil, fmt.Errorf("uid %d, gid %d: %w", hdr.Uid, hdr.Gid, ErrHighID)
 			}
 			*id = 65534
 		}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -70,7 +71,15 @@ func InspectFile(ctx context.Context, path, tempDir string) (Meta, error) {
 			return Meta{}, fmt.Errorf("%s: /%s: %w", path, MetaPath, err)
 		}
 	}
+	// What the template shows now, plus what the conversion dropped on the
+	// way in (devices, xattrs), which only the embedded facts remember.
+	embedded := m.Facts.Warnings
 	m.Facts = rootfs.Facts()
+	for _, w := range embedded {
+		if !slices.Contains(m.Facts.Warnings, w) {
+			m.Facts.Warnings = append(m.Facts.Warnings, w)
+		}
+	}
 	if m.Arch != "" && !SupportedArch(m.Arch) {
 		m.Facts.Warnings = append(m.Facts.Warnings, fmt.Sprintf("Proxmox has no arch %q", m.Arch))
 	}

@@ -3,6 +3,7 @@ package tests
 import (
 	"archive/tar"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -53,4 +54,15 @@ func tarDir(t *testing.T, dir, dst string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func freePortOn(t *testing.T, host string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", host+":0")
+	if err != nil {
+		t.Skipf("cannot listen on %s: %v", host, err)
+	}
+	defer l.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
 }
