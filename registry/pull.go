@@ -16,6 +16,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 )
@@ -324,23 +325,140 @@ func (p *Puller) configFile(ctx context.Context, r *Resolved) (*v1.ConfigFile, e
 // Fetch brings the config and every layer of r into the store, layers in
 // parallel, and returns the image as the store holds it.
 func (p *Puller) Fetch(ctx context.Context, r *Resolved) (v1.Image, error) {
+	d, err := p.Start(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Wait(); err != nil {
+		return nil, err
+	}
+	return d.Image(), nil
+}
+
+// Download is a fetch under way: the config is stored, layers are arriving.
+type Download struct {
+	img    v1.Image
+	cancel context.CancelFunc
+	g      *errgroup.Group
+	blobs  map[v1.Hash]*pendingBlob
+}
+
+type pendingBlob struct {
+	done chan struct{}
+	err  error
+}
+
+// Start fetches the config, then starts fetching the layers in parallel
+// and returns at once. Reading a layer of Image waits for that layer only,
+// so layers can be used while later ones still download.
+func (p *Puller) Start(ctx context.Context, r *Resolved) (*Download, error) {
 	if _, err := p.configFile(ctx, r); err != nil {
 		return nil, fmt.Errorf("image %s: %w", r.Ref, err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.opts.Jobs)
+	d := &Download{cancel: cancel, g: g, blobs: map[v1.Hash]*pendingBlob{}}
 	for _, l := range r.Manifest.Layers {
-		g.Go(func() error {
-			if err := p.fetchBlob(gctx, r.src, l, true); err != nil {
-				return fmt.Errorf("image %s: layer %s: %w", r.Ref, l.Digest, err)
-			}
-			return nil
-		})
+		if d.blobs[l.Digest] == nil {
+			d.blobs[l.Digest] = &pendingBlob{done: make(chan struct{})}
+		}
 	}
-	if err := g.Wait(); err != nil {
+	started := map[v1.Hash]bool{}
+	go func() {
+		for _, l := range r.Manifest.Layers {
+			if started[l.Digest] {
+				continue
+			}
+			started[l.Digest] = true
+			pb := d.blobs[l.Digest]
+			// Go blocks while Jobs downloads run, which keeps them in
+			// layer order: the flattener reads layers in that order.
+			g.Go(func() error {
+				err := p.fetchBlob(gctx, r.src, l, true)
+				if err != nil {
+					err = fmt.Errorf("image %s: layer %s: %w", r.Ref, l.Digest, err)
+				}
+				pb.err = err
+				close(pb.done)
+				return err
+			})
+		}
+	}()
+	d.img = &waitingImage{Image: mustStored(p.store, r), d: d}
+	return d, nil
+}
+
+func mustStored(store BlobStore, r *Resolved) v1.Image {
+	img, _ := StoredImage(store, r.RawManifest, r.Manifest, r.MediaType)
+	return img
+}
+
+// Image is the image being fetched.
+func (d *Download) Image() v1.Image { return d.img }
+
+// Wait returns when every layer is stored, with the first error.
+func (d *Download) Wait() error {
+	for _, pb := range d.blobs {
+		<-pb.done
+	}
+	return d.g.Wait()
+}
+
+// Stop cancels downloads still running, waits for them, and returns the
+// first error of a download that failed on its own (not by this cancel).
+func (d *Download) Stop() error {
+	d.cancel()
+	d.Wait()
+	for _, pb := range d.blobs {
+		if pb.err != nil && !errors.Is(pb.err, context.Canceled) {
+			return pb.err
+		}
+	}
+	return nil
+}
+
+func (d *Download) wait(h v1.Hash) error {
+	pb := d.blobs[h]
+	if pb == nil {
+		return nil
+	}
+	<-pb.done
+	return pb.err
+}
+
+// waitingImage is a stored image whose layers wait for their download.
+type waitingImage struct {
+	v1.Image
+	d *Download
+}
+
+func (w *waitingImage) Layers() ([]v1.Layer, error) {
+	ls, err := w.Image.Layers()
+	if err != nil {
 		return nil, err
 	}
-	return StoredImage(p.store, r.RawManifest, r.Manifest, r.MediaType)
+	out := make([]v1.Layer, len(ls))
+	for i, l := range ls {
+		out[i] = &waitingLayer{Layer: l, d: w.d}
+	}
+	return out, nil
+}
+
+type waitingLayer struct {
+	v1.Layer
+	d *Download
+}
+
+func (l *waitingLayer) Compressed() (io.ReadCloser, error) {
+	h, err := l.Digest()
+	if err != nil {
+		return nil, err
+	}
+	if err := l.d.wait(h); err != nil {
+		return nil, err
+	}
+	return l.Layer.Compressed()
 }
 
 func (p *Puller) fetchBlob(ctx context.Context, src source, d v1.Descriptor, report bool) error {
@@ -395,11 +513,14 @@ func (p *Puller) source(ref Reference) (source, error) {
 				auth:     authn.FromConfig(authn.AuthConfig{Username: p.opts.Username, Password: p.opts.Password}),
 			}, kc)
 		}
-		return &remoteSource{ref: ref.Name, opts: []remote.Option{
-			remote.WithAuthFromKeychain(kc),
-			remote.WithTransport(&httpsOnly{next: p.opts.Transport, insecure: p.opts.Insecure}),
-			remote.WithUserAgent(userAgent(p.opts.Version)),
-		}}, nil
+		auth, err := kc.Resolve(ref.Name.Context())
+		if err != nil {
+			return nil, fmt.Errorf("image %s: credentials: %w", ref, err)
+		}
+		var base http.RoundTripper = &httpsOnly{next: p.opts.Transport, insecure: p.opts.Insecure}
+		base = transport.NewRetry(base)
+		base = transport.NewUserAgent(base, userAgent(p.opts.Version))
+		return &remoteSource{ref: ref.Name, auth: auth, base: base}, nil
 	case OCI:
 		if fi, err := os.Stat(ref.Path); err != nil || !fi.IsDir() {
 			return nil, fmt.Errorf("image %s: %s is not a directory", ref, ref.Path)
@@ -471,8 +592,8 @@ func (l *storedLayer) Size() (int64, error)                { return l.d.Size, ni
 func (l *storedLayer) MediaType() (types.MediaType, error) { return l.d.MediaType, nil }
 func (l *storedLayer) Compressed() (io.ReadCloser, error) {
 	f, err := l.store.OpenBlob(l.d.Digest)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("layer %s is not in the cache; pull the image first", l.d.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", l.d.Digest, err)
 	}
-	return f, err
+	return f, nil
 }

@@ -11,16 +11,20 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
+	"net/url"
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-
-	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // source serves the manifests and blobs of one reference.
@@ -39,14 +43,45 @@ type namer interface {
 	name() (repository, tag string)
 }
 
-// remoteSource reads from a registry.
+// remoteSource reads from a registry. It authenticates once per pull and
+// reuses the transport for every request; blobs are fetched with plain GETs
+// so that the blob store's hash is the only one computed over them
+// (go-containerregistry's layer readers verify the digest as well, which
+// would hash every byte twice).
 type remoteSource struct {
 	ref  name.Reference
-	opts []remote.Option
+	auth authn.Authenticator
+	base http.RoundTripper
+
+	mu     sync.Mutex
+	authed http.RoundTripper
+}
+
+func (s *remoteSource) transport(ctx context.Context) (http.RoundTripper, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.authed != nil {
+		return s.authed, nil
+	}
+	repo := s.ref.Context()
+	t, err := transport.NewWithContext(ctx, repo.Registry, s.auth, s.base, []string{repo.Scope(transport.PullScope)})
+	if err != nil {
+		return nil, err
+	}
+	s.authed = t
+	return t, nil
 }
 
 func (s *remoteSource) root(ctx context.Context) (v1.Descriptor, []byte, error) {
-	d, err := remote.Get(s.ref, append(s.opts, remote.WithContext(ctx))...)
+	return s.manifest(ctx, s.ref)
+}
+
+func (s *remoteSource) manifest(ctx context.Context, ref name.Reference) (v1.Descriptor, []byte, error) {
+	t, err := s.transport(ctx)
+	if err != nil {
+		return v1.Descriptor{}, nil, err
+	}
+	d, err := remote.Get(ref, remote.WithTransport(t), remote.WithContext(ctx))
 	if err != nil {
 		return v1.Descriptor{}, nil, err
 	}
@@ -54,20 +89,32 @@ func (s *remoteSource) root(ctx context.Context) (v1.Descriptor, []byte, error) 
 }
 
 func (s *remoteSource) blob(ctx context.Context, d v1.Descriptor) (io.ReadCloser, error) {
-	ref := s.ref.Context().Digest(d.Digest.String())
-	opts := append(s.opts, remote.WithContext(ctx))
 	if isManifest(d.MediaType) {
-		got, err := remote.Get(ref, opts...)
+		_, raw, err := s.manifest(ctx, s.ref.Context().Digest(d.Digest.String()))
 		if err != nil {
 			return nil, err
 		}
-		return io.NopCloser(bytes.NewReader(got.Manifest)), nil
+		return io.NopCloser(bytes.NewReader(raw)), nil
 	}
-	l, err := remote.Layer(ref, opts...)
+	t, err := s.transport(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return l.Compressed()
+	repo := s.ref.Context()
+	u := url.URL{Scheme: repo.Scheme(), Host: repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/blobs/%s", repo.RepositoryStr(), d.Digest)}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := (&http.Client{Transport: t}).Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := transport.CheckError(resp, http.StatusOK); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	return resp.Body, nil
 }
 
 func (s *remoteSource) close() error { return nil }

@@ -121,17 +121,27 @@ func ReadMeta(dir string) (Meta, error) {
 // build pulls, flattens and writes one template into dir.
 func (b *Builder) build(ctx context.Context, res *registry.Resolved, opts Options, dir string) (string, string, error) {
 	start := time.Now()
-	img, err := b.Puller.Fetch(ctx, res)
+	// Layers flatten as they arrive: decoding the first overlaps
+	// downloading the rest.
+	dl, err := b.Puller.Start(ctx, res)
 	if err != nil {
 		return "", "", err
 	}
-	rootfs, meta, err := b.Flatten(ctx, res, img, imgconv.Options{
+	rootfs, meta, err := b.Flatten(ctx, res, dl.Image(), imgconv.Options{
 		Image:         res.Ref.String(),
 		TempDir:       b.Cache.TempDir(),
 		MaxSize:       opts.MaxSize,
 		MaxEntries:    opts.MaxEntries,
 		SquashHighIDs: opts.SquashHighIDs,
 	})
+	// A download error reaches the flattener as a failed layer read; the
+	// download's own error says more.
+	if derr := dl.Stop(); derr != nil {
+		if rootfs != nil {
+			rootfs.Close()
+		}
+		err = derr
+	}
 	if err != nil {
 		return "", "", err
 	}

@@ -107,7 +107,10 @@ func (c Compression) NewWriter(w io.Writer, level int) (io.WriteCloser, error) {
 	}
 	switch c {
 	case Zstd:
+		// A 2 MiB window, as the zstd tool uses at -3: each concurrent
+		// job holds four windows of input, so the window bounds memory.
 		return zstd.NewWriter(w,
+			zstd.WithWindowSize(2<<20),
 			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
 			zstd.WithEncoderConcurrency(max(2, runtime.GOMAXPROCS(0))),
 			zstd.WithConcurrentBlocks(true))

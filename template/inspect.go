@@ -37,14 +37,20 @@ func (b *Builder) Inspect(ctx context.Context, ref registry.Reference, opts Opti
 	} else if !errors.Is(err, cache.ErrNotFound) {
 		return Meta{}, err
 	}
-	img, err := b.Puller.Fetch(ctx, res)
+	dl, err := b.Puller.Start(ctx, res)
 	if err != nil {
 		return Meta{}, err
 	}
-	rootfs, meta, err := b.Flatten(ctx, res, img, imgconv.Options{
+	rootfs, meta, err := b.Flatten(ctx, res, dl.Image(), imgconv.Options{
 		Image: ref.String(), TempDir: b.Cache.TempDir(), FactsOnly: true,
 		MaxSize: opts.MaxSize, MaxEntries: opts.MaxEntries, SquashHighIDs: opts.SquashHighIDs,
 	})
+	if derr := dl.Stop(); derr != nil {
+		if rootfs != nil {
+			rootfs.Close()
+		}
+		err = derr
+	}
 	if err != nil {
 		return Meta{}, err
 	}
