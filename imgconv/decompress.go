@@ -47,10 +47,14 @@ type decompressor struct {
 	close func()
 }
 
-func newDecompressor(blob io.Reader) (*decompressor, error) {
+func newDecompressor(blob io.Reader, sizeHint int64) (*decompressor, error) {
 	// klauspost's gzip reader reads byte by byte from anything that is not an
 	// io.ByteReader; a large bufio.Reader lets it read straight from memory.
-	br := bufio.NewReaderSize(blob, 1<<20)
+	bufSize := 1 << 20
+	if sizeHint > 0 {
+		bufSize = int(min(max(sizeHint, 16<<10), 1<<20))
+	}
+	br := bufio.NewReaderSize(blob, bufSize)
 	head, err := br.Peek(6)
 	if err != nil && err != io.EOF {
 		return nil, err

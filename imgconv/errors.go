@@ -44,4 +44,11 @@ var (
 	ErrCorrupt        = errors.New("layer is corrupt or truncated")
 	ErrBadHardlink    = errors.New("hardlink target does not exist or is a directory")
 	ErrBadWhiteout    = errors.New("invalid whiteout")
+
+	// ErrRestart says a streamed write found the image out of the order it
+	// relies on (a layer naming an entry twice, a child before its parent
+	// directory) or was asked to change what it had written. Nothing is
+	// wrong with the image: flatten again with Options.Stream = -1 and
+	// write from the start.
+	ErrRestart = errors.New("streamed write cannot continue; write again without streaming")
 )

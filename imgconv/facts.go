@@ -83,6 +83,9 @@ func (e elfInfo) pveArch() string {
 // resolve follows symbolic links as a chroot would: absolute targets start at
 // the root and ".." stops there. It returns the final node, or nil.
 func (r *Rootfs) resolve(p string) *node {
+	if r.pending != nil {
+		panic("imgconv: the rootfs is read before its streamed layer (TarWriter.Stream)")
+	}
 	p = strings.Trim(p, "/")
 	for hops := 0; hops < 40; hops++ {
 		n, rest, ok := r.walkTo(p)
@@ -176,7 +179,8 @@ type Facts struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// Facts inspects the flattened tree.
+// Facts inspects the flattened tree. With a layer pending it may only be
+// called after TarWriter.Stream.
 func (r *Rootfs) Facts() Facts {
 	var f Facts
 	f.OSType, f.OSID, f.OSReason, f.OSRefusal = r.detectOS()

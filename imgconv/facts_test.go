@@ -1,6 +1,8 @@
 package imgconv
 
 import (
+	"context"
+	"io"
 	"encoding/binary"
 	"strings"
 	"testing"
@@ -94,7 +96,7 @@ func TestFactsWarnings(t *testing.T) {
 			t.Errorf("warnings %q lack %q", w, want)
 		}
 	}
-	if _, err := r.WriteTar(nil); err == nil {
+	if _, err := r.WriteTar(context.Background(), io.Discard); err == nil {
 		t.Error("WriteTar on a facts-only rootfs succeeded")
 	}
 }

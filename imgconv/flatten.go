@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 )
 
 // Default limits against size bombs. Large CUDA images expand to ~20 GiB and
@@ -39,35 +40,71 @@ type Options struct {
 	FactsOnly bool
 	// Parallel is the number of layers decoded at once; 0 means GOMAXPROCS.
 	Parallel int
+	// Stream picks the layer whose decoding is left for TarWriter.Stream,
+	// where it overlaps compressing the output and needs no spill: 0 means
+	// the largest layer (by compressed size), -1 none, k > 0 layer k-1.
+	Stream int
 }
 
 type flattener struct {
 	opts   Options
 	budget budget
+	bufs   sync.Pool // *[]byte copy buffers
 }
 
-// Rootfs is a flattened image: the merged tree of all layers with file
-// contents held in spill files until written. Close releases the spills.
-type Rootfs struct {
-	tree    *tree
-	spills  []*spill
-	plnk    map[string]*inode
-	dropped map[string]int // xattr names dropped over all layers
-	facts   bool           // contents were not kept
-}
-
-// Flatten applies layers, bottom first, following the OCI image-spec layer
-// rules. Layers are decoded concurrently and merged in order.
-func Flatten(ctx context.Context, layers []Layer, opts Options) (*Rootfs, error) {
+func newFlattener(opts Options) *flattener {
 	if opts.TempDir == "" {
 		opts.TempDir = os.TempDir()
 	}
 	f := &flattener{opts: opts}
 	f.budget.maxBytes = limit(opts.MaxSize, DefaultMaxSize)
 	f.budget.maxEntries = limit(opts.MaxEntries, DefaultMaxEntries)
+	f.bufs.New = func() any { b := make([]byte, 256<<10); return &b }
+	return f
+}
+
+// Rootfs is a flattened image: the merged tree of all layers with file
+// contents held in spill files until written. Close releases the spills.
+//
+// One layer may still be pending: Flatten leaves the largest layer to be
+// decoded while the template is written (TarWriter.Stream). Until then the
+// tree lacks that layer and the layers above it, so Facts, ReadFile and
+// AddFile wait for Stream.
+type Rootfs struct {
+	tree    *tree
+	spills  []*spill
+	plnk    map[string]*inode
+	dropped map[string]int // xattr names dropped over all layers
+	facts   bool           // contents were not kept
+	f       *flattener
+	pending *pendingLayer
+}
+
+// pendingLayer is the layer Flatten left for streaming, with the layers
+// above it decoded but not yet applied.
+type pendingLayer struct {
+	index int
+	layer Layer
+	upper []*decodedLayer
+	ui    *upperIndex
+}
+
+// Flatten applies layers, bottom first, following the OCI image-spec layer
+// rules. Layers are decoded concurrently and merged in order; one layer (see
+// Options.Stream) is left for TarWriter.Stream.
+func Flatten(ctx context.Context, layers []Layer, opts Options) (*Rootfs, error) {
+	f := newFlattener(opts)
 	par := opts.Parallel
 	if par <= 0 {
 		par = runtime.GOMAXPROCS(0)
+	}
+	stream := -1
+	switch {
+	case opts.FactsOnly || opts.Stream < 0 || len(layers) == 0:
+	case opts.Stream > 0:
+		stream = min(opts.Stream-1, len(layers)-1)
+	default:
+		stream = largest(layers)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -85,6 +122,10 @@ func Flatten(ctx context.Context, layers []Layer, opts Options) (*Rootfs, error)
 	go func() {
 		sem := make(chan struct{}, par)
 		for i, l := range layers {
+			if i == stream {
+				results[i] <- result{}
+				continue
+			}
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
@@ -99,14 +140,17 @@ func Flatten(ctx context.Context, layers []Layer, opts Options) (*Rootfs, error)
 		}
 	}()
 
-	r := &Rootfs{tree: newTree(), spills: make([]*spill, len(layers)), plnk: map[string]*inode{}, facts: opts.FactsOnly}
+	r := &Rootfs{tree: newTree(), spills: make([]*spill, len(layers)), plnk: map[string]*inode{}, facts: opts.FactsOnly, f: f}
+	if stream >= 0 {
+		r.pending = &pendingLayer{index: stream, layer: layers[stream]}
+	}
 	var firstErr error
 	for i := range layers {
 		res := <-results[i]
 		if res.d != nil {
 			r.spills[i] = res.d.spill
 		}
-		if firstErr != nil {
+		if firstErr != nil || i == stream {
 			continue
 		}
 		if res.err != nil {
@@ -114,16 +158,15 @@ func Flatten(ctx context.Context, layers []Layer, opts Options) (*Rootfs, error)
 			cancel()
 			continue
 		}
-		if err := r.apply(res.d); err != nil {
-			firstErr = &Error{Image: opts.Image, Layer: res.d.digest, Path: pathOf(err), Err: errors.Unwrap(err)}
-			cancel()
+		r.addDropped(res.d.dropped)
+		if stream >= 0 && i > stream {
+			r.pending.upper = append(r.pending.upper, res.d)
 			continue
 		}
-		for k, v := range res.d.dropped {
-			if r.dropped == nil {
-				r.dropped = map[string]int{}
-			}
-			r.dropped[k] += v
+		if err := r.apply(res.d); err != nil {
+			firstErr = r.layerError(res.d, err)
+			cancel()
+			continue
 		}
 		res.d.entries = nil
 	}
@@ -131,7 +174,46 @@ func Flatten(ctx context.Context, layers []Layer, opts Options) (*Rootfs, error)
 		r.Close()
 		return nil, firstErr
 	}
+	if r.pending != nil {
+		r.pending.ui = newUpperIndex(r.pending.upper)
+	}
 	return r, nil
+}
+
+// largest is the index of the layer with the most compressed bytes, the
+// last of equals; -1 when sizes are unknown.
+func largest(layers []Layer) int {
+	best, size := -1, int64(-1)
+	for i, l := range layers {
+		s, ok := l.(interface{ Size() (int64, error) })
+		if !ok {
+			return -1
+		}
+		n, err := s.Size()
+		if err != nil {
+			return -1
+		}
+		if n >= size {
+			best, size = i, n
+		}
+	}
+	return best
+}
+
+func (r *Rootfs) addDropped(m map[string]int) {
+	for k, v := range m {
+		if r.dropped == nil {
+			r.dropped = map[string]int{}
+		}
+		r.dropped[k] += v
+	}
+}
+
+func (r *Rootfs) layerError(d *decodedLayer, err error) error {
+	if errors.Is(err, ErrRestart) {
+		return err
+	}
+	return &Error{Image: r.f.opts.Image, Layer: d.digest, Path: pathOf(err), Err: errors.Unwrap(err)}
 }
 
 func limit(v, def int64) int64 {
@@ -186,12 +268,21 @@ func (r *Rootfs) apply(d *decodedLayer) error {
 	for _, e := range d.entries {
 		switch e.kind {
 		case entryWhiteout:
-			if n := t.remove(e.path); n != nil {
-				hide(e.path, n)
+			n := t.lookup(e.path)
+			if n == nil {
+				continue
 			}
+			if n.anyEmitted() {
+				return &pathError{e.raw, ErrRestart}
+			}
+			t.remove(e.path)
+			hide(e.path, n)
 		case entryOpaque:
 			if n := t.lookup(e.path); n != nil && n.kids != nil {
 				for name, k := range n.kids {
+					if k.anyEmitted() {
+						return &pathError{e.raw, ErrRestart}
+					}
 					hide(joinPath(e.path, name), k)
 				}
 				clear(n.kids)
@@ -202,7 +293,7 @@ func (r *Rootfs) apply(d *decodedLayer) error {
 		var err error
 		switch e.kind {
 		case entryPut:
-			err = t.put(e.path, e.ino)
+			_, err = t.put(e.path, e.ino)
 		case entryLink:
 			if e.link == e.path {
 				continue
@@ -211,7 +302,7 @@ func (r *Rootfs) apply(d *decodedLayer) error {
 			if ino == nil {
 				err = fmt.Errorf("%w (%q)", ErrBadHardlink, e.link)
 			} else {
-				err = t.put(e.path, ino)
+				_, err = t.put(e.path, ino)
 			}
 		case entryPlnk:
 			r.plnk[e.path] = e.ino

@@ -3,6 +3,7 @@ package imgconv
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"slices"
@@ -154,7 +155,7 @@ func TestFlattenRules(t *testing.T) {
 			for _, l := range tc.layers {
 				layers = append(layers, gzLayer(t, l...))
 			}
-			r, err := flatten(t, Options{}, layers...)
+			r, err := flatten(t, Options{Stream: -1}, layers...)
 			if err != nil {
 				t.Fatalf("Flatten: %v", err)
 			}
@@ -163,6 +164,29 @@ func TestFlattenRules(t *testing.T) {
 			ms := readMembers(t, out)
 			checkInvariants(t, ms)
 			got := summary(ms)
+			want := normalize(ms)
+			// Streaming any one layer must give the same tree.
+			for k := range layers {
+				r, err := flatten(t, Options{Stream: k + 1}, layers...)
+				if err != nil {
+					t.Fatalf("Flatten streaming layer %d: %v", k, err)
+				}
+				var buf bytes.Buffer
+				_, err = r.WriteTar(context.Background(), &buf)
+				r.Close()
+				if errors.Is(err, ErrRestart) {
+					t.Logf("RESTART streaming layer %d", k)
+					continue
+				}
+				if err != nil {
+					t.Fatalf("streaming layer %d: %v", k, err)
+				}
+				sms := readMembers(t, buf.Bytes())
+				checkInvariants(t, sms)
+				if s := normalize(sms); !slices.Equal(s, want) {
+					t.Errorf("streaming layer %d gives\n  %s\nwant\n  %s", k, strings.Join(s, "\n  "), strings.Join(want, "\n  "))
+				}
+			}
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
 			}

@@ -3,6 +3,9 @@ package imgconv
 import (
 	"bytes"
 	"context"
+	"errors"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -24,19 +27,44 @@ func FuzzFlatten(f *testing.F) {
 	}
 	tmp := f.TempDir()
 	f.Fuzz(func(t *testing.T, l1, l2 []byte) {
-		r, err := Flatten(context.Background(), []Layer{
+		layers := []Layer{
 			newMemLayer(l1, types.OCIUncompressedLayer),
 			newMemLayer(l2, types.OCIUncompressedLayer),
-		}, Options{TempDir: tmp, MaxSize: 64 << 20, MaxEntries: 10000})
-		if err != nil {
-			return
 		}
-		defer r.Close()
-		var buf bytes.Buffer
-		if _, err := r.WriteTar(&buf); err != nil {
-			t.Fatalf("WriteTar after a successful Flatten: %v", err)
+		// Every way of writing (no layer streamed, either one streamed)
+		// must give the same tree, or fail alike.
+		var want []string
+		var wantErr error
+		for mode := -1; mode <= 2; mode++ {
+			if mode == 0 {
+				continue
+			}
+			r, err := Flatten(context.Background(), layers, Options{TempDir: tmp, MaxSize: 64 << 20, MaxEntries: 10000, Stream: mode})
+			var buf bytes.Buffer
+			if err == nil {
+				_, err = r.WriteTar(context.Background(), &buf)
+				r.Close()
+			}
+			if errors.Is(err, ErrRestart) {
+				continue
+			}
+			if mode == -1 {
+				if wantErr = err; err != nil {
+					return
+				}
+				ms := readMembers(t, buf.Bytes())
+				checkInvariants(t, ms)
+				want = normalize(ms)
+				continue
+			}
+			if (err == nil) != (wantErr == nil) {
+				t.Fatalf("stream layer %d: error %v, without streaming %v", mode-1, err, wantErr)
+			}
+			ms := readMembers(t, buf.Bytes())
+			checkInvariants(t, ms)
+			if got := normalize(ms); !slices.Equal(got, want) {
+				t.Fatalf("stream layer %d gives\n  %s\nwithout streaming\n  %s", mode-1, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+			}
 		}
-		checkInvariants(t, readMembers(t, buf.Bytes()))
-		r.Facts()
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"slices"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -88,7 +89,7 @@ func flatten(t testing.TB, opts Options, layers ...Layer) (*Rootfs, error) {
 func writeAll(t testing.TB, r *Rootfs) ([]byte, WriteStats) {
 	t.Helper()
 	var buf bytes.Buffer
-	st, err := r.WriteTar(&buf)
+	st, err := r.WriteTar(context.Background(), &buf)
 	if err != nil {
 		t.Fatalf("WriteTar: %v", err)
 	}
@@ -175,4 +176,57 @@ func checkInvariants(t testing.TB, ms []member) {
 		}
 		seen[p] = m.typ
 	}
+}
+
+// normalize describes the tree a template unpacks to, independent of member
+// order and of which name of a hardlink set carries the content: a line per
+// path, sorted, hardlinked names marked with the set's first name.
+func normalize(ms []member) []string {
+	byName := map[string]member{}
+	group := map[string]string{} // name -> name holding the content
+	for _, m := range ms {
+		byName[m.name] = m
+		if m.typ == tar.TypeLink {
+			group[m.name] = m.link
+		}
+	}
+	members := map[string][]string{}
+	for n, target := range group {
+		members[target] = append(members[target], n)
+	}
+	var out []string
+	for _, m := range ms {
+		line := fmt.Sprintf("%s %c %o %d:%d", strings.TrimSuffix(m.name, "/"), m.typ, m.mode, m.uid, m.gid)
+		src := m
+		if m.typ == tar.TypeLink {
+			src = byName[m.link]
+			line = fmt.Sprintf("%s %c %o %d:%d", m.name, src.typ, src.mode, src.uid, src.gid)
+		}
+		switch src.typ {
+		case tar.TypeReg:
+			line += fmt.Sprintf(" %q", src.body)
+		case tar.TypeSymlink:
+			line += " -> " + src.link
+		}
+		root := m.name
+		if m.typ == tar.TypeLink {
+			root = m.link
+		}
+		if set := members[root]; len(set) > 0 {
+			all := append([]string{root}, set...)
+			slices.Sort(all)
+			line += " linked:" + strings.Join(all, ",")
+		}
+		keys := make([]string, 0, len(src.xattrs))
+		for k, v := range src.xattrs {
+			keys = append(keys, k+"="+v)
+		}
+		slices.Sort(keys)
+		if len(keys) > 0 {
+			line += " xattrs:" + strings.Join(keys, ",")
+		}
+		out = append(out, line)
+	}
+	slices.Sort(out)
+	return out
 }

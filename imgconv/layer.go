@@ -80,8 +80,34 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // decompressing anything twice.
 type spill struct {
 	f   *os.File
-	w   *bufio.Writer
+	w   *bufio.Writer // created by the first Write; nil again once flushed for good
 	off int64
+}
+
+// flush writes out what is buffered; the spill takes no more writes.
+func (s *spill) flush() error {
+	if s.w == nil {
+		return nil
+	}
+	err := s.w.Flush()
+	s.w = nil
+	if err != nil {
+		return fmt.Errorf("spill: %w", err)
+	}
+	return nil
+}
+
+// Write appends to the spill.
+func (s *spill) Write(p []byte) (int, error) {
+	if s.w == nil {
+		s.w = bufio.NewWriterSize(s.f, 1<<20)
+	}
+	n, err := s.w.Write(p)
+	s.off += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("spill: %w", err)
+	}
+	return n, nil
 }
 
 func newSpill(dir string) (*spill, error) {
@@ -92,7 +118,7 @@ func newSpill(dir string) (*spill, error) {
 	// Unlinked at once: the data lives only as long as the descriptor, so a
 	// crash leaves nothing behind.
 	os.Remove(f.Name())
-	return &spill{f: f, w: bufio.NewWriterSize(f, 1<<20)}, nil
+	return &spill{f: f}, nil
 }
 
 func (s *spill) close() {
@@ -102,51 +128,81 @@ func (s *spill) close() {
 	}
 }
 
-// decodeLayer reads layer idx to the end. Content is copied to a spill unless
-// the flattener only gathers facts.
-func (f *flattener) decodeLayer(ctx context.Context, idx int, l Layer) (_ *decodedLayer, err error) {
+// decodeLayer reads layer idx to the end into entries, with file contents
+// moved to a spill unless the flattener only gathers facts.
+func (f *flattener) decodeLayer(ctx context.Context, idx int, l Layer) (*decodedLayer, error) {
+	d := &decodedLayer{index: idx}
+	if !f.opts.FactsOnly {
+		var err error
+		if d.spill, err = newSpill(f.opts.TempDir); err != nil {
+			return nil, &Error{Image: f.opts.Image, Err: err}
+		}
+	}
+	err := f.readLayer(ctx, idx, l, d, func(e *entry, content io.Reader) error {
+		if content != nil {
+			if err := f.copyContent(e, d, content, nil); err != nil {
+				return err
+			}
+		}
+		d.entries = append(d.entries, *e)
+		return nil
+	})
+	if err == nil && d.spill != nil {
+		if err = d.spill.flush(); err != nil {
+			err = &Error{Image: f.opts.Image, Layer: d.digest, Err: err}
+		}
+	}
+	if err != nil {
+		d.spill.close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// readLayer decodes layer idx and calls fn with each entry in tar order. For
+// regular files with content, fn gets a reader of it and must read it all.
+// Errors come back wrapped in *Error with the image, layer and member path.
+func (f *flattener) readLayer(ctx context.Context, idx int, l Layer, d *decodedLayer, fn func(e *entry, content io.Reader) error) error {
 	h, err := l.Digest()
 	if err != nil {
-		return nil, &Error{Image: f.opts.Image, Err: fmt.Errorf("layer %d digest: %w", idx, err)}
+		return &Error{Image: f.opts.Image, Err: fmt.Errorf("layer %d digest: %w", idx, err)}
 	}
-	d := &decodedLayer{index: idx, digest: h.String()}
+	d.digest = h.String()
 	fail := func(p string, err error) error {
+		var ie *Error
+		if errors.As(err, &ie) {
+			return err
+		}
 		return &Error{Image: f.opts.Image, Layer: d.digest, Path: p, Err: err}
 	}
 	mt, err := l.MediaType()
 	if err != nil {
-		return nil, fail("", err)
+		return fail("", err)
 	}
 	if !SupportedMediaType(mt) {
-		return nil, fail("", fmt.Errorf("%w %q", ErrMediaType, mt))
+		return fail("", fmt.Errorf("%w %q", ErrMediaType, mt))
 	}
 	blob, err := l.Compressed()
 	if err != nil {
-		return nil, fail("", err)
+		return fail("", err)
 	}
 	defer blob.Close()
-	dec, err := newDecompressor(blob)
+	var hint int64
+	if s, ok := l.(interface{ Size() (int64, error) }); ok {
+		hint, _ = s.Size()
+	}
+	dec, err := newDecompressor(blob, hint)
 	if err != nil {
-		return nil, fail("", fmt.Errorf("%w: %v", ErrCorrupt, err))
+		return fail("", fmt.Errorf("%w: %v", ErrCorrupt, err))
 	}
 	defer dec.close()
-	if !f.opts.FactsOnly {
-		if d.spill, err = newSpill(f.opts.TempDir); err != nil {
-			return nil, fail("", err)
-		}
-		defer func() {
-			if err != nil {
-				d.spill.close()
-			}
-		}()
-	}
 
 	tr := tar.NewReader(&countingReader{r: dec, b: &f.budget})
-	buf := make([]byte, 256<<10)
+	last := ""
 	for n := 0; ; n++ {
 		if n&255 == 0 {
 			if err := ctx.Err(); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		hdr, err := tr.Next()
@@ -154,50 +210,40 @@ func (f *flattener) decodeLayer(ctx context.Context, idx int, l Layer) (_ *decod
 			break
 		}
 		if err != nil {
-			return nil, fail(lastName(d), corrupt(err))
+			return fail(last, corrupt(err))
 		}
+		last = hdr.Name
 		if f.budget.maxEntries > 0 && f.budget.entries.Add(1) > f.budget.maxEntries {
-			return nil, fail(hdr.Name, fmt.Errorf("%w of %d", ErrTooManyEntries, f.budget.maxEntries))
+			return fail(hdr.Name, fmt.Errorf("%w of %d", ErrTooManyEntries, f.budget.maxEntries))
 		}
 		e, err := f.entryFor(hdr, d)
 		if err != nil {
-			return nil, fail(hdr.Name, err)
+			return fail(hdr.Name, err)
 		}
 		if e == nil {
 			continue
 		}
+		var content io.Reader
 		if e.ino != nil && e.ino.typ == tar.TypeReg && e.ino.size > 0 {
 			if f.budget.maxBytes > 0 && f.budget.content.Add(e.ino.size) > f.budget.maxBytes {
-				return nil, fail(hdr.Name, fmt.Errorf("%w of %d bytes", ErrTooLarge, f.budget.maxBytes))
+				return fail(hdr.Name, fmt.Errorf("%w of %d bytes", ErrTooLarge, f.budget.maxBytes))
 			}
-			if err := f.readContent(tr, e, d, buf); err != nil {
-				return nil, fail(hdr.Name, err)
-			}
+			content = tr
 		}
-		d.entries = append(d.entries, *e)
+		if err := fn(e, content); err != nil {
+			return fail(hdr.Name, err)
+		}
 	}
 	// Read past the tar trailer to the end of the blob so that the verifying
 	// reader underneath sees EOF and checks the digest. What the decompressor
 	// makes of bytes after the trailer does not matter: the digest covers
 	// them, and builders do leave padding there.
+	buf := make([]byte, 64<<10)
 	io.CopyBuffer(io.Discard, &countingReader{r: dec, b: &f.budget}, buf)
 	if _, err := io.CopyBuffer(io.Discard, blob, buf); err != nil {
-		return nil, fail("", err)
+		return fail("", err)
 	}
-	if d.spill != nil {
-		if err := d.spill.w.Flush(); err != nil {
-			return nil, fail("", fmt.Errorf("spill: %w", err))
-		}
-		d.spill.w = nil
-	}
-	return d, nil
-}
-
-func lastName(d *decodedLayer) string {
-	if len(d.entries) == 0 {
-		return ""
-	}
-	return d.entries[len(d.entries)-1].raw
+	return nil
 }
 
 // corrupt marks decoding failures as ErrCorrupt unless they are already one
@@ -213,21 +259,25 @@ func corrupt(err error) error {
 	return err
 }
 
-// readContent moves a regular file's data to the spill, keeping what the
-// facts need: the ELF header of executables and whole small files named in
-// capturePaths.
-func (f *flattener) readContent(tr *tar.Reader, e *entry, d *decodedLayer, buf []byte) error {
-	ino, sp := e.ino, d.spill
+// copyContent reads a regular file's data to the end and writes it to dst,
+// or to the layer's spill when dst is nil (recording where). On the way it
+// keeps what the facts need: the ELF header of executables and whole small
+// files named in capturePaths.
+func (f *flattener) copyContent(e *entry, d *decodedLayer, src io.Reader, dst io.Writer) error {
+	ino := e.ino
 	want := capturePaths[e.path] && ino.size <= maxCapture
-	if sp != nil {
-		ino.layer, ino.off = int32(d.index), sp.off
+	if dst == nil && d.spill != nil {
+		ino.layer, ino.off = int32(d.index), d.spill.off
+		dst = d.spill
 	}
+	buf := f.bufs.Get().(*[]byte)
+	defer f.bufs.Put(buf)
 	var copied int64
 	first := true
 	for copied < ino.size {
-		n, err := tr.Read(buf)
+		n, err := src.Read(*buf)
 		if n > 0 {
-			chunk := buf[:n]
+			chunk := (*buf)[:n]
 			if first {
 				ino.elf = parseELF(chunk)
 				first = false
@@ -235,11 +285,10 @@ func (f *flattener) readContent(tr *tar.Reader, e *entry, d *decodedLayer, buf [
 			if want {
 				ino.data = append(ino.data, chunk...)
 			}
-			if sp != nil {
-				if _, werr := sp.w.Write(chunk); werr != nil {
-					return fmt.Errorf("spill: %w", werr)
+			if dst != nil {
+				if _, werr := dst.Write(chunk); werr != nil {
+					return werr
 				}
-				sp.off += int64(n)
 			}
 			copied += int64(n)
 		}

@@ -28,6 +28,10 @@ type inode struct {
 	elf  elfInfo // ELF identification of executables, for arch detection
 
 	implicit bool // a directory no layer named, created as a parent
+
+	// firstName is the member name this inode's content was first written
+	// under; later names become hardlinks to it.
+	firstName string
 }
 
 type xattr struct{ name, value string }
@@ -39,6 +43,22 @@ type node struct {
 	parent *node
 	ino    *inode
 	kids   map[string]*node // directories only
+
+	emitted    bool // written to the template already
+	fromStream bool // put or changed by the streamed layer
+}
+
+// anyEmitted reports whether n or anything below it was written.
+func (n *node) anyEmitted() bool {
+	if n.emitted {
+		return true
+	}
+	for _, k := range n.kids {
+		if k.anyEmitted() {
+			return true
+		}
+	}
+	return false
 }
 
 func (n *node) path() string {
@@ -67,6 +87,8 @@ func (n *node) sortedKids() []*node {
 // and following a link could reach outside the root.
 type tree struct {
 	root *node
+	// streaming marks the nodes puts create or change as fromStream.
+	streaming bool
 }
 
 func newTree() *tree {
@@ -109,7 +131,7 @@ func (t *tree) mkdirAll(p string) (*node, error) {
 		done += len(c) + 1
 		k := n.kids[c]
 		if k == nil {
-			k = &node{name: c, parent: n, ino: implicitDir(), kids: map[string]*node{}}
+			k = &node{name: c, parent: n, ino: implicitDir(), kids: map[string]*node{}, fromStream: t.streaming}
 			n.kids[c] = k
 		} else if !k.ino.isDir() {
 			if k.ino.typ == tar.TypeSymlink {
@@ -122,31 +144,36 @@ func (t *tree) mkdirAll(p string) (*node, error) {
 	return n, nil
 }
 
-// put places ino at p. A directory over a directory takes the new attributes
-// and keeps the children; anything else replaces what was there.
-func (t *tree) put(p string, ino *inode) error {
+// put places ino at p and returns its node. A directory over a directory
+// takes the new attributes and keeps the children; anything else replaces
+// what was there. Replacing something already written is ErrRestart.
+func (t *tree) put(p string, ino *inode) (*node, error) {
 	if p == "" {
 		if !ino.isDir() {
-			return fmt.Errorf("%w: the root must be a directory", ErrNotDir)
+			return nil, fmt.Errorf("%w: the root must be a directory", ErrNotDir)
 		}
-		t.root.ino = ino
-		return nil
+		t.root.ino, t.root.fromStream = ino, t.root.fromStream || t.streaming
+		return t.root, nil
 	}
 	dir, base := splitPath(p)
 	parent, err := t.mkdirAll(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if old := parent.kids[base]; old != nil && old.ino.isDir() && ino.isDir() {
-		old.ino = ino
-		return nil
+	old := parent.kids[base]
+	if old != nil && old.ino.isDir() && ino.isDir() {
+		old.ino, old.fromStream = ino, old.fromStream || t.streaming
+		return old, nil
 	}
-	n := &node{name: base, parent: parent, ino: ino}
+	if old != nil && old.anyEmitted() {
+		return nil, ErrRestart
+	}
+	n := &node{name: base, parent: parent, ino: ino, fromStream: t.streaming}
 	if ino.isDir() {
 		n.kids = map[string]*node{}
 	}
 	parent.kids[base] = n
-	return nil
+	return n, nil
 }
 
 // remove detaches the node at p with everything below it and returns it, or

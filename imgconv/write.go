@@ -2,6 +2,7 @@ package imgconv
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,103 +10,160 @@ import (
 	"time"
 )
 
-// WriteStats describes what WriteTar left out or wrote.
+// WriteStats describes what was written.
 type WriteStats struct {
 	Entries        int   // members written
 	Bytes          int64 // file content bytes written
 	DevicesDropped int   // device nodes left out: an unprivileged container cannot create them
 }
 
-// WriteTar writes the root filesystem as one PAX tar: members named "./...",
-// numeric ids only, parents before children, siblings in byte order, each
-// hardlink after the name it links to, no device nodes. The same Rootfs always
-// gives the same bytes.
-func (r *Rootfs) WriteTar(w io.Writer) (WriteStats, error) {
-	var st WriteStats
-	if r.facts {
-		return st, errors.New("imgconv: rootfs was flattened for facts only and holds no contents")
-	}
-	tw := tar.NewWriter(w)
-	readers := make([]*spillReader, len(r.spills))
-	first := map[*inode]string{} // first name written for each non-directory inode
-	buf := make([]byte, 256<<10)
-
-	writeOne := func(name string, ino *inode) error {
-		hdr := &tar.Header{
-			Name:    name,
-			Mode:    ino.mode,
-			Uid:     ino.uid,
-			Gid:     ino.gid,
-			ModTime: time.Unix(ino.mtime, 0),
-			Format:  tar.FormatPAX,
-		}
-		if len(ino.xattrs) > 0 {
-			hdr.PAXRecords = make(map[string]string, len(ino.xattrs))
-			for _, x := range ino.xattrs {
-				hdr.PAXRecords["SCHILY.xattr."+x.name] = x.value
-			}
-		}
-		switch ino.typ {
-		case tar.TypeDir:
-			hdr.Typeflag = tar.TypeDir
-			if name != "./" {
-				hdr.Name += "/"
-			}
-		case tar.TypeChar, tar.TypeBlock:
-			st.DevicesDropped++
-			return nil
-		default:
-			if prev, ok := first[ino]; ok {
-				hdr.Typeflag, hdr.Linkname = tar.TypeLink, prev
-				hdr.PAXRecords = nil
-				break
-			}
-			first[ino] = name
-			hdr.Typeflag = ino.typ
-			switch ino.typ {
-			case tar.TypeSymlink:
-				hdr.Linkname = ino.target
-			case tar.TypeReg:
-				hdr.Size = ino.size
-			}
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-		st.Entries++
-		if hdr.Typeflag != tar.TypeReg || ino.size == 0 {
-			return nil
-		}
-		if err := r.copyContent(tw, ino, readers, buf); err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-		st.Bytes += ino.size
-		return nil
-	}
-
-	if err := writeOne("./", r.tree.root.ino); err != nil {
-		return st, err
-	}
-	if err := r.tree.walk(func(p string, n *node) error { return writeOne("./"+p, n.ino) }); err != nil {
-		return st, err
-	}
-	return st, tw.Close()
+// TarWriter writes a Rootfs as one PAX tar: members named "./...", numeric
+// ids only, parents before children, each hardlink after the name it links
+// to, no device nodes. Members of a streamed layer come in that layer's
+// order (Stream); everything else follows in byte order of names (Finish).
+// The same Rootfs and options always give the same bytes.
+type TarWriter struct {
+	r       *Rootfs
+	tw      *tar.Writer
+	readers []*spillReader
+	st      WriteStats
 }
 
-func (r *Rootfs) copyContent(w io.Writer, ino *inode, readers []*spillReader, buf []byte) error {
+// NewTarWriter starts writing r to w.
+func (r *Rootfs) NewTarWriter(w io.Writer) *TarWriter {
+	return &TarWriter{r: r, tw: tar.NewWriter(w), readers: make([]*spillReader, len(r.spills))}
+}
+
+// WriteTar writes the whole tree: Stream, then Finish.
+func (r *Rootfs) WriteTar(ctx context.Context, w io.Writer) (WriteStats, error) {
+	t := r.NewTarWriter(w)
+	if err := t.Stream(ctx); err != nil {
+		return t.st, err
+	}
+	return t.Finish()
+}
+
+// Finish writes every member not yet written and the tar trailer.
+func (t *TarWriter) Finish() (WriteStats, error) {
+	r := t.r
+	if r.facts {
+		return t.st, errors.New("imgconv: rootfs was flattened for facts only and holds no contents")
+	}
+	if r.pending != nil {
+		return t.st, errors.New("imgconv: Finish before Stream")
+	}
+	if !r.tree.root.emitted {
+		if err := t.writeNode("", r.tree.root, nil, nil, nil); err != nil {
+			return t.st, err
+		}
+	}
+	err := r.tree.walk(func(p string, n *node) error {
+		if n.emitted {
+			return nil
+		}
+		return t.writeNode(p, n, nil, nil, nil)
+	})
+	if err != nil {
+		return t.st, err
+	}
+	return t.st, t.tw.Close()
+}
+
+// writeNode writes the member for node n at path p. Content comes from
+// content when the entry is being streamed (e, d describe it), else from a
+// spill or memory.
+func (t *TarWriter) writeNode(p string, n *node, e *entry, d *decodedLayer, content io.Reader) error {
+	n.emitted = true
+	ino := n.ino
+	var ui *upperIndex
+	if t.r.pending != nil {
+		ui = t.r.pending.ui
+	}
+	attrs := ui.attrs(p, ino)
+	name := "./" + p
+	if p == "" {
+		name = "./"
+	}
+	hdr := &tar.Header{
+		Name:    name,
+		Mode:    attrs.mode,
+		Uid:     attrs.uid,
+		Gid:     attrs.gid,
+		ModTime: time.Unix(attrs.mtime, 0),
+		Format:  tar.FormatPAX,
+	}
+	if len(attrs.xattrs) > 0 {
+		hdr.PAXRecords = make(map[string]string, len(attrs.xattrs))
+		for _, x := range attrs.xattrs {
+			hdr.PAXRecords["SCHILY.xattr."+x.name] = x.value
+		}
+	}
+	switch ino.typ {
+	case tar.TypeDir:
+		hdr.Typeflag = tar.TypeDir
+		if p != "" {
+			hdr.Name += "/"
+		}
+	case tar.TypeChar, tar.TypeBlock:
+		t.st.DevicesDropped++
+		return nil
+	default:
+		if ino.firstName != "" {
+			hdr.Typeflag, hdr.Linkname, hdr.PAXRecords = tar.TypeLink, ino.firstName, nil
+			break
+		}
+		ino.firstName = name
+		hdr.Typeflag = ino.typ
+		switch ino.typ {
+		case tar.TypeSymlink:
+			hdr.Linkname = ino.target
+		case tar.TypeReg:
+			hdr.Size = ino.size
+		}
+	}
+	if err := t.tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	t.st.Entries++
+	if hdr.Typeflag != tar.TypeReg || ino.size == 0 {
+		return nil
+	}
+	var err error
+	if content != nil {
+		err = t.r.f.copyContent(e, d, content, t.tw)
+	} else {
+		err = t.copyStored(ino)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	t.st.Bytes += ino.size
+	return nil
+}
+
+// copyStored writes a file's content from memory or its spill.
+func (t *TarWriter) copyStored(ino *inode) error {
 	if ino.layer < 0 {
 		if int64(len(ino.data)) != ino.size {
 			return fmt.Errorf("content of %d bytes is not held", ino.size)
 		}
-		_, err := w.Write(ino.data)
+		_, err := t.tw.Write(ino.data)
 		return err
 	}
-	sr := readers[ino.layer]
-	if sr == nil {
-		sr = &spillReader{f: r.spills[ino.layer].f, buf: make([]byte, 1<<20)}
-		readers[ino.layer] = sr
+	sp := t.r.spills[ino.layer]
+	if sp.w != nil {
+		// The streamed layer's spill is still being written: make what
+		// it holds so far readable.
+		if err := sp.w.Flush(); err != nil {
+			return fmt.Errorf("spill: %w", err)
+		}
 	}
-	return sr.copy(w, ino.off, ino.size, buf)
+	sr := t.readers[ino.layer]
+	if sr == nil {
+		sr = &spillReader{f: sp.f, buf: make([]byte, 1<<20)}
+		t.readers[ino.layer] = sr
+	}
+	return sr.copy(t.tw, ino.off, ino.size)
 }
 
 // spillReader serves file contents from a spill. Files come back in about the
@@ -117,7 +175,7 @@ type spillReader struct {
 	start, end int64 // the spill range held in buf[:end-start]
 }
 
-func (s *spillReader) copy(w io.Writer, off, size int64, big []byte) error {
+func (s *spillReader) copy(w io.Writer, off, size int64) error {
 	if off >= s.start && off+size <= s.end {
 		_, err := w.Write(s.buf[off-s.start : off+size-s.start])
 		return err
@@ -134,8 +192,23 @@ func (s *spillReader) copy(w io.Writer, off, size int64, big []byte) error {
 		_, err = w.Write(s.buf[:size])
 		return err
 	}
-	_, err := io.CopyBuffer(w, io.NewSectionReader(s.f, off, size), big)
-	return err
+	for size > 0 {
+		n, err := s.f.ReadAt(s.buf[:min(int64(len(s.buf)), size)], off)
+		if n > 0 {
+			if _, werr := w.Write(s.buf[:n]); werr != nil {
+				return werr
+			}
+			off, size = off+int64(n), size-int64(n)
+			s.start, s.end = 0, 0
+		}
+		if err != nil && size > 0 {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("spill: %w", err)
+		}
+	}
+	return nil
 }
 
 // AddFile puts a file held in memory into the tree, as an upper layer would,
@@ -148,7 +221,10 @@ func (r *Rootfs) AddFile(p string, mode int64, uid, gid int, mtime time.Time, da
 	}
 	ino := &inode{typ: tar.TypeReg, mode: mode & 0o7777, uid: uid, gid: gid, mtime: mtime.Unix(), size: int64(len(data)), layer: -1, data: data}
 	ino.elf = parseELF(data)
-	if err := r.tree.put(clean, ino); err != nil {
+	if r.pending != nil {
+		return errors.New("imgconv: AddFile before Stream")
+	}
+	if _, err := r.tree.put(clean, ino); err != nil {
 		return fmt.Errorf("add %q: %w", p, err)
 	}
 	return nil
@@ -160,7 +236,10 @@ func (r *Rootfs) AddSymlink(p, target string, mtime time.Time) error {
 	if err != nil || clean == "" {
 		return fmt.Errorf("add %q: %w", p, ErrUnsafePath)
 	}
-	if err := r.tree.put(clean, &inode{typ: tar.TypeSymlink, mode: 0o777, mtime: mtime.Unix(), target: target, layer: -1}); err != nil {
+	if r.pending != nil {
+		return errors.New("imgconv: AddSymlink before Stream")
+	}
+	if _, err := r.tree.put(clean, &inode{typ: tar.TypeSymlink, mode: 0o777, mtime: mtime.Unix(), target: target, layer: -1}); err != nil {
 		return fmt.Errorf("add %q: %w", p, err)
 	}
 	return nil

@@ -127,53 +127,49 @@ func (b *Builder) build(ctx context.Context, res *registry.Resolved, opts Option
 	if err != nil {
 		return "", "", err
 	}
-	rootfs, meta, err := b.Flatten(ctx, res, dl.Image(), imgconv.Options{
-		Image:         res.Ref.String(),
-		TempDir:       b.Cache.TempDir(),
-		MaxSize:       opts.MaxSize,
-		MaxEntries:    opts.MaxEntries,
-		SquashHighIDs: opts.SquashHighIDs,
-	})
-	// A download error reaches the flattener as a failed layer read; the
-	// download's own error says more.
-	if derr := dl.Stop(); derr != nil {
-		if rootfs != nil {
-			rootfs.Close()
-		}
-		err = derr
-	}
+	meta, layers, err := b.describe(res, dl.Image())
 	if err != nil {
+		dl.Stop()
 		return "", "", err
 	}
-	defer rootfs.Close()
-	fetched := time.Now()
-
-	embedded := meta
-	embedded.Ref = ""
-	j, err := json.MarshalIndent(embedded, "", "  ")
-	if err != nil {
-		return "", "", err
-	}
-	if err := rootfs.AddFile(MetaPath, 0o644, 0, 0, meta.Created, append(j, '\n')); err != nil {
-		return "", "", fmt.Errorf("image %s: %w", res.Ref, err)
-	}
-
 	tag := res.Tag
 	if tag == "" {
 		tag = res.Digest.String()
 	}
 	name := FileName(res.Repository, tag, res.Platform, opts.Compression)
-	sum, st, err := writeTemplate(filepath.Join(dir, name), rootfs, opts)
+	path := filepath.Join(dir, name)
+	iopts := imgconv.Options{
+		Image:         res.Ref.String(),
+		TempDir:       b.Cache.TempDir(),
+		MaxSize:       opts.MaxSize,
+		MaxEntries:    opts.MaxEntries,
+		SquashHighIDs: opts.SquashHighIDs,
+	}
+	sum, st, err := b.writeTemplate(ctx, path, layers, iopts, &meta, opts)
+	if errors.Is(err, imgconv.ErrRestart) {
+		// The streamed layer was out of the order streaming needs; write
+		// again with every layer spilled first.
+		if b.Log != nil {
+			b.Log.Debug("streamed write restarted", "image", res.Ref.String(), "reason", err)
+		}
+		iopts.Stream = -1
+		sum, st, err = b.writeTemplate(ctx, path, layers, iopts, &meta, opts)
+	}
+	// A download error reaches the flattener as a failed layer read; the
+	// download's own error says more.
+	if derr := dl.Stop(); derr != nil {
+		err = derr
+	}
 	if err != nil {
-		return "", "", fmt.Errorf("image %s: write template: %w", res.Ref, err)
+		return "", "", err
 	}
 	meta.Compression = string(opts.Compression)
 	meta.RootfsSize, meta.Entries = st.Bytes, st.Entries
 	meta.File, meta.SHA256 = name, sum
-	if fi, err := os.Stat(filepath.Join(dir, name)); err == nil {
+	if fi, err := os.Stat(path); err == nil {
 		meta.Size = fi.Size()
 	}
-	j, err = json.MarshalIndent(meta, "", "  ")
+	j, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
 		return "", "", err
 	}
@@ -181,23 +177,22 @@ func (b *Builder) build(ctx context.Context, res *registry.Resolved, opts Option
 		return "", "", err
 	}
 	if b.Log != nil {
-		b.Log.Debug("converted", "image", res.Ref.String(), "template", name,
-			"flatten", fetched.Sub(start).Round(time.Millisecond), "write", time.Since(fetched).Round(time.Millisecond),
+		b.Log.Debug("converted", "image", res.Ref.String(), "template", name, "took", time.Since(start).Round(time.Millisecond),
 			"entries", st.Entries, "bytes", st.Bytes, "size", meta.Size)
 	}
 	return name, sum, nil
 }
 
-// Flatten flattens a fetched image and gathers its Meta (without the fields
-// that describe a written template).
-func (b *Builder) Flatten(ctx context.Context, res *registry.Resolved, img v1.Image, o imgconv.Options) (*imgconv.Rootfs, Meta, error) {
+// describe gathers an image's Meta, less what only the flattened tree and
+// the written template can tell, and its layers.
+func (b *Builder) describe(res *registry.Resolved, img v1.Image) (Meta, []imgconv.Layer, error) {
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return nil, Meta{}, fmt.Errorf("image %s: config: %w", res.Ref, err)
+		return Meta{}, nil, fmt.Errorf("image %s: config: %w", res.Ref, err)
 	}
 	ls, err := img.Layers()
 	if err != nil {
-		return nil, Meta{}, fmt.Errorf("image %s: %w", res.Ref, err)
+		return Meta{}, nil, fmt.Errorf("image %s: %w", res.Ref, err)
 	}
 	layers := make([]imgconv.Layer, len(ls))
 	var csize int64
@@ -207,10 +202,6 @@ func (b *Builder) Flatten(ctx context.Context, res *registry.Resolved, img v1.Im
 			csize += n
 		}
 	}
-	rootfs, err := imgconv.Flatten(ctx, layers, o)
-	if err != nil {
-		return nil, Meta{}, err
-	}
 	meta := Meta{
 		Converter:      "pve-image " + b.Version,
 		Ref:            res.Ref.String(),
@@ -219,31 +210,41 @@ func (b *Builder) Flatten(ctx context.Context, res *registry.Resolved, img v1.Im
 		ConfigDigest:   res.Manifest.Config.Digest.String(),
 		Platform:       registry.PlatformString(res.Platform),
 		Arch:           PVEArch(res.Platform),
-		Created:        cfg.Created.UTC(),
 		Config:         RunConfigOf(cfg.Config),
-		Facts:          rootfs.Facts(),
 		Layers:         len(ls),
 		CompressedSize: csize,
+	}
+	if !cfg.Created.IsZero() {
+		meta.Created = cfg.Created.UTC()
 	}
 	if res.IndexDigest != (v1.Hash{}) {
 		meta.IndexDigest = res.IndexDigest.String()
 	}
-	if cfg.Created.IsZero() {
-		meta.Created = time.Time{}
-	}
+	return meta, layers, nil
+}
+
+// addFacts completes meta from the flattened tree.
+func addFacts(meta *Meta, rootfs *imgconv.Rootfs) {
+	meta.Facts = rootfs.Facts()
 	if !SupportedArch(meta.Arch) {
 		meta.Facts.Warnings = append(meta.Facts.Warnings, fmt.Sprintf("Proxmox has no arch %q: containers cannot be created from this template", meta.Arch))
 	}
 	if a := meta.Facts.ShellArch; a != "" && a != meta.Arch {
 		meta.Facts.Warnings = append(meta.Facts.Warnings, fmt.Sprintf("/bin/sh is built for %s but the image says %s", a, meta.Arch))
 	}
-	return rootfs, meta, nil
 }
 
-// writeTemplate writes the compressed tar to path and returns its SHA-256.
-// path is in the build's private directory: the cache renames it into place
-// only when everything succeeded.
-func writeTemplate(path string, rootfs *imgconv.Rootfs, opts Options) (string, imgconv.WriteStats, error) {
+// writeTemplate flattens the layers and writes the compressed tar to path,
+// returning its SHA-256. The largest layer is decoded while the output is
+// compressed (imgconv's streaming); meta gets the facts once that layer is
+// in, and goes into the template as MetaPath. path is in the build's private
+// directory: the cache renames it into place only when all succeeded.
+func (b *Builder) writeTemplate(ctx context.Context, path string, layers []imgconv.Layer, o imgconv.Options, meta *Meta, opts Options) (string, imgconv.WriteStats, error) {
+	rootfs, err := imgconv.Flatten(ctx, layers, o)
+	if err != nil {
+		return "", imgconv.WriteStats{}, err
+	}
+	defer rootfs.Close()
 	f, err := os.Create(path)
 	if err != nil {
 		return "", imgconv.WriteStats{}, err
@@ -255,14 +256,26 @@ func writeTemplate(path string, rootfs *imgconv.Rootfs, opts Options) (string, i
 	if err != nil {
 		return "", imgconv.WriteStats{}, err
 	}
-	st, err := rootfs.WriteTar(zw)
+	tw := rootfs.NewTarWriter(zw)
+	var st imgconv.WriteStats
+	err = tw.Stream(ctx)
+	if err == nil {
+		addFacts(meta, rootfs)
+		embedded := *meta
+		embedded.Ref = ""
+		j, _ := json.MarshalIndent(embedded, "", "  ")
+		err = rootfs.AddFile(MetaPath, 0o644, 0, 0, meta.Created, append(j, '\n'))
+	}
+	if err == nil {
+		st, err = tw.Finish()
+	}
 	if cerr := zw.Close(); err == nil {
 		err = cerr
 	}
 	if ferr := bw.Flush(); err == nil {
 		err = ferr
 	}
-	if cerr := f.Close(); err == nil && !errors.Is(cerr, os.ErrClosed) {
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {

@@ -41,10 +41,14 @@ func (b *Builder) Inspect(ctx context.Context, ref registry.Reference, opts Opti
 	if err != nil {
 		return Meta{}, err
 	}
-	rootfs, meta, err := b.Flatten(ctx, res, dl.Image(), imgconv.Options{
-		Image: ref.String(), TempDir: b.Cache.TempDir(), FactsOnly: true,
-		MaxSize: opts.MaxSize, MaxEntries: opts.MaxEntries, SquashHighIDs: opts.SquashHighIDs,
-	})
+	meta, layers, err := b.describe(res, dl.Image())
+	var rootfs *imgconv.Rootfs
+	if err == nil {
+		rootfs, err = imgconv.Flatten(ctx, layers, imgconv.Options{
+			Image: ref.String(), TempDir: b.Cache.TempDir(), FactsOnly: true,
+			MaxSize: opts.MaxSize, MaxEntries: opts.MaxEntries, SquashHighIDs: opts.SquashHighIDs,
+		})
+	}
 	if derr := dl.Stop(); derr != nil {
 		if rootfs != nil {
 			rootfs.Close()
@@ -55,6 +59,7 @@ func (b *Builder) Inspect(ctx context.Context, ref registry.Reference, opts Opti
 		return Meta{}, err
 	}
 	defer rootfs.Close()
+	addFacts(&meta, rootfs)
 	meta.Entries, meta.RootfsSize = rootfs.Size()
 	return meta, nil
 }
