@@ -2,8 +2,8 @@ package imgconv
 
 import (
 	"context"
-	"io"
 	"encoding/binary"
+	"io"
 	"strings"
 	"testing"
 )

@@ -4,11 +4,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"slices"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 

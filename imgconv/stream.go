@@ -257,4 +257,3 @@ func (t *TarWriter) writeParents(n *node) error {
 func sameAttrs(a, b *inode) bool {
 	return a.mode == b.mode && a.uid == b.uid && a.gid == b.gid && a.mtime == b.mtime && slices.Equal(a.xattrs, b.xattrs)
 }
-
