@@ -1,0 +1,141 @@
+// Command pve-image-init is the init pve-image puts into application
+// templates. As PID 1 of a Proxmox container it prepares what programs
+// expect (tmpfs mounts, loopback, a DHCP lease on eth0, /etc/hostname), runs
+// the image's program as its child with the image's user, environment and
+// working directory (from /etc/pve-image/run.json), reaps orphans, forwards
+// signals, turns LXC's halt signal into the image's StopSignal, and exits
+// with the program's exit status.
+//
+// It is built static (CGO_ENABLED=0) and small, and needs nothing from the
+// image: no shell, no libc, no /etc/passwd.
+//
+// Arguments after "--" replace the program (Proxmox 9.1+: entrypoint
+// "/sbin/pve-image-init -- cmd args"). The environment LXC gives it, minus
+// LXC's own variables, overrides the image's (Proxmox 9.1+: the env option).
+package main
+
+import (
+	"os"
+	"strconv"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/pve-image/pve-image/imgconv/runspec"
+)
+
+// logf writes a message to the console. It formats %s, %d, %q and %v
+// itself: fmt would cost the shim a tenth of its size.
+func logf(format string, args ...any) {
+	var b strings.Builder
+	b.WriteString("pve-image-init: ")
+	for i := 0; i < len(format); i++ {
+		if format[i] != '%' || i+1 >= len(format) || len(args) == 0 {
+			b.WriteByte(format[i])
+			continue
+		}
+		i++
+		a := args[0]
+		args = args[1:]
+		switch v := a.(type) {
+		case string:
+			if format[i] == 'q' {
+				b.WriteString(strconv.Quote(v))
+			} else {
+				b.WriteString(v)
+			}
+		case int:
+			b.WriteString(strconv.Itoa(v))
+		case uint32:
+			b.WriteString(strconv.FormatUint(uint64(v), 10))
+		case error:
+			b.WriteString(v.Error())
+		case interface{ String() string }:
+			b.WriteString(v.String())
+		default:
+			b.WriteString("?")
+		}
+	}
+	b.WriteByte('\n')
+	os.Stderr.WriteString(b.String())
+}
+
+func main() {
+	if os.Getpid() != 1 && os.Getenv("PVE_IMAGE_INIT_ANY_PID") == "" {
+		logf("must run as PID 1 (the container's init)")
+		os.Exit(111)
+	}
+	spec, err := runspec.Read(runspec.Path)
+	if err != nil {
+		logf("%v", err)
+		os.Exit(111)
+	}
+	if i := slices.Index(os.Args, "--"); i >= 0 && i+1 < len(os.Args) {
+		spec.Args = os.Args[i+1:]
+	}
+	spec.Env = mergeEnv(spec.Env, os.Environ())
+
+	setupMounts(spec)
+	setupHostname()
+	setupNetwork(spec)
+	os.Exit(supervise(spec))
+}
+
+// lxcVars are what LXC puts into init's environment for its own use.
+var lxcVars = map[string]bool{"container": true, "container_ttys": true, "container_uuid": true}
+
+// mergeEnv overlays the variables LXC was given (Proxmox's env option) on
+// the image's.
+func mergeEnv(image, given []string) []string {
+	out := slices.Clone(image)
+	index := map[string]int{}
+	for i, kv := range out {
+		k, _, _ := strings.Cut(kv, "=")
+		index[k] = i
+	}
+	for _, kv := range given {
+		k, _, _ := strings.Cut(kv, "=")
+		if lxcVars[k] || k == "" {
+			continue
+		}
+		if i, ok := index[k]; ok {
+			out[i] = kv
+		} else {
+			index[k] = len(out)
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func lookPath(file string, env []string) string {
+	if strings.Contains(file, "/") {
+		return file
+	}
+	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range strings.Split(path, ":") {
+		if dir == "" {
+			dir = "."
+		}
+		p := dir + "/" + file
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return file
+}
+
+func exitStatus(ws syscall.WaitStatus) int {
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus()
+	case ws.Signaled():
+		return 128 + int(ws.Signal())
+	}
+	return 255
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pve-image/pve-image/imgconv/runspec"
+)
+
+// The signals LXC uses to ask init to halt: SIGPWR, or SIGRTMIN+3 when init
+// has signal handlers installed, as every Go program has (lxc.md).
+const (
+	sigPWR     = syscall.SIGPWR
+	sigRTMIN3  = syscall.Signal(37)
+	killGrace  = 2 * time.Second
+	defaultTTL = 10
+)
+
+var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGWINCH}
+
+// supervise starts the program, forwards signals, reaps every child and
+// returns the program's exit status once it is gone.
+func supervise(spec *runspec.Spec) int {
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD, sigPWR, sigRTMIN3}, forwarded...)...)
+
+	if spec.WorkingDir != "" {
+		if err := os.MkdirAll(spec.WorkingDir, 0o755); err != nil {
+			logf("working directory %s: %v", spec.WorkingDir, err)
+		}
+	}
+	argv0 := lookPath(spec.Args[0], spec.Env)
+	attr := &syscall.ProcAttr{
+		Dir:   spec.WorkingDir,
+		Env:   spec.Env,
+		Files: []uintptr{0, 1, 2},
+		Sys: &syscall.SysProcAttr{
+			Credential: &syscall.Credential{Uid: spec.UID, Gid: spec.GID, Groups: spec.Groups},
+			Setsid:     true,
+		},
+	}
+	// On a console (pct console, lxc-console) the program gets it as its
+	// controlling terminal, so shells have job control and ^C works.
+	if _, err := unix.IoctlGetTermios(0, unix.TCGETS); err == nil {
+		attr.Sys.Setctty, attr.Sys.Ctty = true, 0
+	}
+	pid, err := syscall.ForkExec(argv0, spec.Args, attr)
+	if err != nil {
+		logf("cannot start %q as %d:%d: %v", argv0, spec.UID, spec.GID, err)
+		return 127
+	}
+	logf("started %q (pid %d) as %d:%d", argv0, pid, spec.UID, spec.GID)
+
+	stopTimeout := time.Duration(spec.StopTimeout) * time.Second
+	if spec.StopTimeout <= 0 {
+		stopTimeout = defaultTTL * time.Second
+	}
+	var killAt <-chan time.Time
+	status := -1
+	for status < 0 {
+		select {
+		case s := <-sigs:
+			switch s {
+			case syscall.SIGCHLD:
+				if st, done := reap(pid); done {
+					status = st
+				}
+			case sigPWR, sigRTMIN3:
+				logf("halt requested: sending signal %d to the program, killing it in %s", spec.StopSignal, stopTimeout)
+				syscall.Kill(pid, syscall.Signal(spec.StopSignal))
+				if killAt == nil {
+					killAt = time.After(stopTimeout)
+				}
+			default:
+				syscall.Kill(pid, s.(syscall.Signal))
+			}
+		case <-killAt:
+			logf("the program did not stop in %s; killing it", stopTimeout)
+			syscall.Kill(-1, syscall.SIGKILL)
+			killAt = nil
+		}
+	}
+	logf("program exited with status %d", status)
+	finish()
+	return status
+}
+
+// reap collects every exited child and reports the main program's status.
+func reap(main int) (status int, done bool) {
+	status = -1
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		if pid <= 0 || errors.Is(err, syscall.ECHILD) {
+			return status, status >= 0
+		}
+		if pid == main {
+			status = exitStatus(ws)
+		}
+	}
+}
+
+// finish asks whatever the program left behind to end, then kills it, and
+// reaps it all, so that the container stops cleanly.
+func finish() {
+	if syscall.Kill(-1, syscall.SIGTERM) != nil {
+		return
+	}
+	deadline := time.Now().Add(killGrace)
+	for time.Now().Before(deadline) {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		if errors.Is(err, syscall.ECHILD) {
+			return
+		}
+		if pid <= 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	syscall.Kill(-1, syscall.SIGKILL)
+	for {
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(-1, &ws, 0, nil); err != nil {
+			return
+		}
+	}
+}
