@@ -7,8 +7,11 @@ GOFLAGS ?=
 
 all: build
 
+# pve-image and the init it puts into templates, which must be static and
+# small (it lives in every application template).
 build:
 	$(GO) build -o $(BIN)/pve-image ./cmd/pve-image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/pve-image-init ./cmd/pve-image-init
 
 tools:
 	scripts/install-tools.sh

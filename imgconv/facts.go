@@ -153,6 +153,18 @@ func (r *Rootfs) ReadFile(p string) (data []byte, ok bool) {
 // Exists reports whether p names anything, following symlinks.
 func (r *Rootfs) Exists(p string) bool { return r.resolve(p) != nil }
 
+// IsSymlink reports whether p itself (its directory's symlinks followed) is
+// a symbolic link, dangling or not.
+func (r *Rootfs) IsSymlink(p string) bool {
+	dir, base := splitPath(strings.Trim(p, "/"))
+	real, err := r.realPath(dir)
+	if err != nil {
+		return false
+	}
+	n := r.tree.lookup(joinPath(real, base))
+	return n != nil && n.ino.typ == tar.TypeSymlink
+}
+
 // IsExecutable reports whether p, following symlinks, is a regular file with
 // an execute bit.
 func (r *Rootfs) IsExecutable(p string) bool {

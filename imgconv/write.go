@@ -3,6 +3,8 @@ package imgconv
 import (
 	"archive/tar"
 	"context"
+	"path"
+	"strings"
 	"errors"
 	"fmt"
 	"io"
@@ -212,36 +214,123 @@ func (s *spillReader) copy(w io.Writer, off, size int64) error {
 }
 
 // AddFile puts a file held in memory into the tree, as an upper layer would,
-// creating missing parent directories (mode 0755, owned by root). It is how
-// converters add what an image lacks, such as an init.
+// replacing what is there. Its directory is found as a process in the
+// container would find it: symlinks followed (/sbin may lead to /usr/sbin),
+// missing directories created (0755, root). It is how converters add what an
+// image lacks, such as an init.
 func (r *Rootfs) AddFile(p string, mode int64, uid, gid int, mtime time.Time, data []byte) error {
-	clean, err := cleanName(p)
-	if err != nil || clean == "" {
-		return fmt.Errorf("add %q: %w", p, ErrUnsafePath)
-	}
 	ino := &inode{typ: tar.TypeReg, mode: mode & 0o7777, uid: uid, gid: gid, mtime: mtime.Unix(), size: int64(len(data)), layer: -1, data: data}
 	ino.elf = parseELF(data)
+	return r.add(p, ino)
+}
+
+// AddSymlink puts a symbolic link into the tree like AddFile.
+func (r *Rootfs) AddSymlink(p, target string, mtime time.Time) error {
+	return r.add(p, &inode{typ: tar.TypeSymlink, mode: 0o777, mtime: mtime.Unix(), target: target, layer: -1})
+}
+
+func (r *Rootfs) add(p string, ino *inode) error {
 	if r.pending != nil {
-		return errors.New("imgconv: AddFile before Stream")
+		return errors.New("imgconv: the tree is changed before its streamed layer is in (TarWriter.Stream)")
 	}
-	if _, err := r.tree.put(clean, ino); err != nil {
+	dir, base := splitPath(strings.Trim(p, "/"))
+	if base == "" || base == "." || base == ".." {
+		return fmt.Errorf("add %q: %w", p, ErrUnsafePath)
+	}
+	real, err := r.realPath(dir)
+	if err != nil {
+		return fmt.Errorf("add %q: %w", p, err)
+	}
+	if _, err := r.tree.put(joinPath(real, base), ino); err != nil {
 		return fmt.Errorf("add %q: %w", p, err)
 	}
 	return nil
 }
 
-// AddSymlink puts a symbolic link into the tree, replacing what is there.
-func (r *Rootfs) AddSymlink(p, target string, mtime time.Time) error {
-	clean, err := cleanName(p)
-	if err != nil || clean == "" {
-		return fmt.Errorf("add %q: %w", p, ErrUnsafePath)
+// realPath resolves the directory p as the kernel would inside the
+// container, following symlinks (absolute ones from the root); components
+// that do not exist are kept as they are, to be created.
+func (r *Rootfs) realPath(p string) (string, error) {
+	p = strings.Trim(p, "/")
+	for hops := 0; hops < 40; hops++ {
+		real, next, err := r.walkDir(p)
+		if err != nil || next == "" {
+			return real, err
+		}
+		p = next
 	}
+	return "", errors.New("too many levels of symbolic links")
+}
+
+// walkDir descends p. It returns the real path when p has no symlink on the
+// way, or else the path to try next, with that symlink's target in its place.
+func (r *Rootfs) walkDir(p string) (real, next string, err error) {
+	n, done := r.tree.root, ""
+	for rest := p; rest != ""; {
+		var c string
+		c, rest, _ = strings.Cut(rest, "/")
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if n.parent != nil {
+				n = n.parent
+				done = n.path()
+			}
+			continue
+		}
+		k := n.kids[c]
+		switch {
+		case k == nil:
+			return strings.Trim(path.Clean("/"+joinPath(joinPath(done, c), rest)), "/"), "", nil
+		case k.ino.typ == tar.TypeSymlink:
+			target := k.ino.target
+			if !strings.HasPrefix(target, "/") {
+				target = joinPath(done, target)
+			}
+			return "", strings.Trim(path.Clean("/"+joinPath(target, rest)), "/"), nil
+		case !k.ino.isDir():
+			return "", "", fmt.Errorf("%w (%s is not a directory)", ErrNotDir, k.path())
+		}
+		n, done = k, joinPath(done, c)
+	}
+	return done, "", nil
+}
+
+// Move renames the entry at from (its directory's symlinks followed) to to,
+// replacing what is at to, as rename(2) would.
+func (r *Rootfs) Move(from, to string) error {
 	if r.pending != nil {
-		return errors.New("imgconv: AddSymlink before Stream")
+		return errors.New("imgconv: the tree is changed before its streamed layer is in (TarWriter.Stream)")
 	}
-	if _, err := r.tree.put(clean, &inode{typ: tar.TypeSymlink, mode: 0o777, mtime: mtime.Unix(), target: target, layer: -1}); err != nil {
-		return fmt.Errorf("add %q: %w", p, err)
+	fdir, fbase := splitPath(strings.Trim(from, "/"))
+	real, err := r.realPath(fdir)
+	if err != nil {
+		return err
 	}
+	src := joinPath(real, fbase)
+	n := r.tree.lookup(src)
+	if n == nil {
+		return fmt.Errorf("move %q: nothing there", from)
+	}
+	if n.anyEmitted() {
+		return ErrRestart
+	}
+	tdir, tbase := splitPath(strings.Trim(to, "/"))
+	treal, err := r.realPath(tdir)
+	if err != nil {
+		return err
+	}
+	parent, err := r.tree.mkdirAll(treal)
+	if err != nil {
+		return err
+	}
+	if old := parent.kids[tbase]; old != nil && old.anyEmitted() {
+		return ErrRestart
+	}
+	delete(n.parent.kids, n.name)
+	n.name, n.parent = tbase, parent
+	parent.kids[tbase] = n
 	return nil
 }
 

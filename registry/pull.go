@@ -136,8 +136,11 @@ func (p *Puller) resolve(ctx context.Context, ref Reference, src source) (*Resol
 		return nil, err
 	}
 	if n, ok := src.(namer); ok {
-		if repo, tag := n.name(); repo != "" {
+		switch repo, tag := n.name(); {
+		case repo != "":
 			r.Repository, r.Tag = repo, tag
+		case r.Tag == "":
+			r.Tag = tag
 		}
 	}
 	if desc.MediaType.IsSchema1() {

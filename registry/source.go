@@ -171,7 +171,7 @@ func (s *layoutSource) root(ctx context.Context) (v1.Descriptor, []byte, error) 
 }
 
 // name uses a ref.name annotation that is a full reference
-// (example.com/app:1) as the image's name; a bare tag only as its tag.
+// (example.com/app:1) as the image's name, a bare one ("1") as its tag.
 func (s *layoutSource) name() (string, string) {
 	if s.refName == "" {
 		return "", ""
@@ -179,7 +179,7 @@ func (s *layoutSource) name() (string, string) {
 	if t, err := name.NewTag(s.refName, name.StrictValidation); err == nil && strings.ContainsAny(s.refName, "/:") {
 		return repoName(t), t.TagStr()
 	}
-	return "", ""
+	return "", s.refName
 }
 
 func (s *layoutSource) read(d v1.Descriptor) ([]byte, error) {

@@ -8,7 +8,7 @@ if [[ $(id -u) != 0 ]]; then
 	echo "setup-host.sh must run as root" >&2
 	exit 1
 fi
-pkgs=(lxc uidmap zstd xz-utils debootstrap busybox-static time bc bsdextrautils curl)
+pkgs=(lxc uidmap dnsmasq-base iproute2 zstd xz-utils debootstrap busybox-static time bc bsdextrautils curl)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -31,6 +31,10 @@ type Options struct {
 	SquashHighIDs bool
 	// MaxSize and MaxEntries bound the expanded image (imgconv.Options).
 	MaxSize, MaxEntries int64
+	// Init says what the template boots; Shim is the init put in for
+	// InitShim and for application images under InitAuto.
+	Init InitMode
+	Shim *Shim
 }
 
 // Builder converts images into cached templates.
@@ -61,13 +65,23 @@ func (b *Builder) Key(r *registry.Resolved, opts Options) string {
 	if level == 0 {
 		level = opts.Compression.DefaultLevel()
 	}
+	init := opts.Init
+	if init == "" {
+		init = InitAuto
+	}
+	shim := ""
+	if opts.Shim != nil && init != InitNone {
+		shim = opts.Shim.SHA256
+	}
 	k := struct {
 		Converter, Encoder, Manifest, Config, Platform string
 		Compression                                    Compression
 		Level                                          int
 		SquashHighIDs                                  bool
+		Init                                           InitMode
+		Shim                                           string
 	}{b.Version, opts.Compression.Encoder(), r.Digest.String(), r.Manifest.Config.Digest.String(),
-		registry.PlatformString(r.Platform), opts.Compression, level, opts.SquashHighIDs}
+		registry.PlatformString(r.Platform), opts.Compression, level, opts.SquashHighIDs, init, shim}
 	j, _ := json.Marshal(k)
 	sum := sha256.Sum256(j)
 	return hex.EncodeToString(sum[:])
@@ -234,6 +248,29 @@ func addFacts(meta *Meta, rootfs *imgconv.Rootfs) {
 	}
 }
 
+// addRun decides what the template boots and puts the shim in when it is
+// the shim.
+func (b *Builder) addRun(rootfs *imgconv.Rootfs, meta *Meta, opts Options) error {
+	mode := opts.Init
+	if mode == "" {
+		mode = InitAuto
+	}
+	ri, err := runInfo(rootfs, meta, mode)
+	if err != nil {
+		return &imgconv.Error{Image: meta.Ref, Err: err}
+	}
+	meta.Run = ri
+	if ri.Init == "shim" {
+		if err := installShim(rootfs, meta, opts.Shim); err != nil {
+			if errors.Is(err, imgconv.ErrRestart) {
+				return err
+			}
+			return &imgconv.Error{Image: meta.Ref, Err: err}
+		}
+	}
+	return nil
+}
+
 // writeTemplate flattens the layers and writes the compressed tar to path,
 // returning its SHA-256. The largest layer is decoded while the output is
 // compressed (imgconv's streaming); meta gets the facts once that layer is
@@ -261,6 +298,9 @@ func (b *Builder) writeTemplate(ctx context.Context, path string, layers []imgco
 	err = tw.Stream(ctx)
 	if err == nil {
 		addFacts(meta, rootfs)
+		err = b.addRun(rootfs, meta, opts)
+	}
+	if err == nil {
 		embedded := *meta
 		embedded.Ref = ""
 		j, _ := json.MarshalIndent(embedded, "", "  ")

@@ -60,6 +60,13 @@ func (b *Builder) Inspect(ctx context.Context, ref registry.Reference, opts Opti
 	}
 	defer rootfs.Close()
 	addFacts(&meta, rootfs)
+	mode := opts.Init
+	if mode == "" {
+		mode = InitAuto
+	}
+	if meta.Run, err = runInfo(rootfs, &meta, mode); err != nil {
+		return Meta{}, &imgconv.Error{Image: ref.String(), Err: err}
+	}
 	meta.Entries, meta.RootfsSize = rootfs.Size()
 	return meta, nil
 }

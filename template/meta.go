@@ -33,6 +33,10 @@ type Meta struct {
 
 	Config RunConfig     `json:"config"`
 	Facts  imgconv.Facts `json:"facts"`
+	Run    RunInfo       `json:"run"`
+	// Proxmox is how to create containers from the template; inspect
+	// fills it in, it is not stored.
+	Proxmox *PVEConfigs `json:"proxmox,omitempty"`
 
 	// Layers is the number of layers; CompressedSize their blob total.
 	Layers         int   `json:"layers"`

@@ -61,7 +61,7 @@ func TestSquashHighIDs(t *testing.T) {
 	reg := StartRegistry(t, RegistryOptions{})
 	reg.Push(t, "high:1", Image(t, amd64, v1.Config{}, Layer(t, Owned(File("srv/data", "x"), 100000, 200000))))
 	c := newCLI(t)
-	path := c.ok("convert", "--squash-high-ids", reg.Host+"/high:1").out()
+	path := c.ok("convert", "--init", "none", "--squash-high-ids", reg.Host+"/high:1").out()
 	for _, n := range ReadTree(t, ExtractAsProxmox(t, path)) {
 		if n.Path == "srv/data" && (n.UID != 65534 || n.GID != 65534) {
 			t.Errorf("srv/data owned by %d:%d, want 65534:65534", n.UID, n.GID)

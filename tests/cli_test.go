@@ -17,20 +17,33 @@ import (
 	"github.com/pve-image/pve-image/tests/testenv"
 )
 
-// pveImage is the binary under test, built once by TestMain.
-var pveImage string
+// The binaries under test, built once by TestMain: pve-image, the init it
+// puts into templates, and the program the boot tests run in containers.
+var pveImage, pveImageInit, testApp string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "pve-image-bin-*")
 	if err != nil {
 		panic(err)
 	}
+	os.Chmod(dir, 0o755)
 	pveImage = filepath.Join(dir, "pve-image")
-	build := exec.Command("go", "build", "-o", pveImage, "./cmd/pve-image")
-	build.Dir = testenv.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build pve-image: %v\n%s", err, out)
-		os.Exit(1)
+	pveImageInit = filepath.Join(dir, "pve-image-init")
+	testApp = filepath.Join(dir, "testapp")
+	for _, b := range []struct {
+		out, pkg string
+		static   bool
+	}{{pveImage, "./cmd/pve-image", false}, {pveImageInit, "./cmd/pve-image-init", true}, {testApp, "./tests/testapp", true}} {
+		build := exec.Command("go", "build", "-trimpath", "-o", b.out, b.pkg)
+		if b.static {
+			build.Args = append(build.Args[:2], "-ldflags=-s -w", "-trimpath", "-o", b.out, b.pkg)
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		}
+		build.Dir = testenv.RepoRoot()
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b.pkg, err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -57,7 +70,8 @@ func (r result) out() string { return strings.TrimSpace(r.stdout) }
 
 func (c *cli) cmd(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, pveImage, args...)
-	cmd.Env = append(os.Environ(), "PVE_IMAGE_CACHE_DIR="+c.cache, "DOCKER_CONFIG="+filepath.Join(c.cache, "no-docker-config"))
+	cmd.Env = append(os.Environ(), "PVE_IMAGE_CACHE_DIR="+c.cache, "DOCKER_CONFIG="+filepath.Join(c.cache, "no-docker-config"),
+		"PVE_IMAGE_INIT_BINARY="+pveImageInit)
 	cmd.Env = append(cmd.Env, c.env...)
 	return cmd
 }

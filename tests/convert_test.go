@@ -118,7 +118,7 @@ func TestConvertExtractsAsProxmox(t *testing.T) {
 	reg := StartRegistry(t, RegistryOptions{})
 	reg.Push(t, "rules:1", rulesImage(t))
 	c := newCLI(t)
-	path := c.ok("convert", reg.Host+"/rules:1").out()
+	path := c.ok("convert", "--init", "none", reg.Host+"/rules:1").out()
 	if want := strings.NewReplacer(":", "-").Replace(reg.Host) + "-rules_1_amd64.tar.zst"; filepath.Base(path) != want {
 		t.Errorf("template name %s, want %s", filepath.Base(path), want)
 	}
@@ -156,7 +156,7 @@ func TestConvertFromEveryTransport(t *testing.T) {
 	for _, ref := range []string{reg.Host + "/rules:1", "docker://" + reg.Host + "/rules:1", "oci:" + filepath.Join(dir, "layout") + ":1",
 		"oci:" + filepath.Join(dir, "layout"), "oci-archive:" + ociArchive + ":1"} {
 		out := filepath.Join(t.TempDir(), "t.tar.zst")
-		c.ok("convert", ref, "-o", out)
+		c.ok("convert", "--init", "none", ref, "-o", out)
 		b, _ := os.ReadFile(out)
 		outs = append(outs, b)
 	}
@@ -165,7 +165,7 @@ func TestConvertFromEveryTransport(t *testing.T) {
 			t.Errorf("template %d differs from the registry's", i)
 		}
 	}
-	out := c.ok("convert", "docker-archive:"+dockerArchive+":example.com/rules:1").out()
+	out := c.ok("convert", "--init", "none", "docker-archive:"+dockerArchive+":example.com/rules:1").out()
 	if !strings.HasSuffix(out, "rules_1_amd64.tar.zst") {
 		t.Errorf("docker-archive template name %s", out)
 	}

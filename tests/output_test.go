@@ -100,7 +100,7 @@ func TestInspect(t *testing.T) {
 		t.Errorf("template inspect: manifest %s (image %s), sha256 %q, size %d", tm.ManifestDigest, m.ManifestDigest, tm.SHA256, tm.Size)
 	}
 	text := c.ok("inspect", reg.Host+"/web:1").stdout
-	for _, want := range []string{"OS type:", "unmanaged", "StopSignal:", "SIGQUIT", "Warnings:"} {
+	for _, want := range []string{"Detected OS:", "unmanaged", "StopSignal:", "SIGQUIT", "Warnings:", "Proxmox 9.1+:", "cmode=\"console\""} {
 		if !strings.Contains(text, want) {
 			t.Errorf("inspect text lacks %q:\n%s", want, text)
 		}

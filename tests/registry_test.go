@@ -46,7 +46,7 @@ func TestPlatformSelection(t *testing.T) {
 	for _, tc := range []struct{ platform, suffix string }{
 		{"linux/amd64", "_amd64.tar.zst"}, {"linux/arm64", "_arm64.tar.zst"}, {"linux/arm64/v8", "_arm64.tar.zst"},
 	} {
-		out := c.ok("convert", "--platform", tc.platform, reg.Host+"/multi:1").out()
+		out := c.ok("convert", "--init", "none", "--platform", tc.platform, reg.Host+"/multi:1").out()
 		if !strings.HasSuffix(out, tc.suffix) {
 			t.Errorf("--platform %s gave %s", tc.platform, out)
 		}

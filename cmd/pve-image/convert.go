@@ -19,6 +19,8 @@ type convertFlags struct {
 	squashHighIDs bool
 	maxSize       string
 	maxEntries    int64
+	init          string
+	initBinary    string
 }
 
 func (f *convertFlags) register(cmd *cobra.Command) {
@@ -27,6 +29,8 @@ func (f *convertFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.squashHighIDs, "squash-high-ids", false, "map uids/gids of 65536 and above to 65534 (nobody) instead of refusing the image; Proxmox's unprivileged containers map only 0-65535")
 	fl.StringVar(&f.maxSize, "max-size", "64G", "refuse images whose layers expand beyond this size (K, M, G, T suffixes)")
 	fl.Int64Var(&f.maxEntries, "max-entries", imgconv.DefaultMaxEntries, "refuse images whose layers hold more entries than this")
+	fl.StringVar(&f.init, "init", "auto", "what the template boots: auto (pve-image-init for application images, the image's own init for system images), shim, or none")
+	fl.StringVar(&f.initBinary, "init-binary", "", "the pve-image-init binary to put into templates (env PVE_IMAGE_INIT_BINARY; default: pve-image-init beside pve-image, then /usr/lib/pve-image/pve-image-init)")
 }
 
 func (f *convertFlags) options(c template.Compression) (template.Options, error) {
@@ -37,7 +41,49 @@ func (f *convertFlags) options(c template.Compression) (template.Options, error)
 	if err := c.CheckLevel(f.level); err != nil {
 		return template.Options{}, fmt.Errorf("--compression-level: %w", err)
 	}
-	return template.Options{Compression: c, Level: f.level, SquashHighIDs: f.squashHighIDs, MaxSize: max, MaxEntries: f.maxEntries}, nil
+	mode, err := template.ParseInitMode(f.init)
+	if err != nil {
+		return template.Options{}, err
+	}
+	opts := template.Options{Compression: c, Level: f.level, SquashHighIDs: f.squashHighIDs, MaxSize: max, MaxEntries: f.maxEntries, Init: mode}
+	if mode != template.InitNone {
+		if opts.Shim, err = findShim(f.initBinary); err != nil {
+			return template.Options{}, err
+		}
+	}
+	return opts, nil
+}
+
+// findShim loads pve-image-init: the named file, $PVE_IMAGE_INIT_BINARY,
+// pve-image-init beside this executable, or the install locations. Not
+// finding it is no error here: system images do not need it, and the
+// conversion says so when an application image does.
+func findShim(named string) (*template.Shim, error) {
+	var candidates []string
+	switch {
+	case named != "":
+		candidates = []string{named}
+	case os.Getenv("PVE_IMAGE_INIT_BINARY") != "":
+		candidates = []string{os.Getenv("PVE_IMAGE_INIT_BINARY")}
+	default:
+		if exe, err := os.Executable(); err == nil {
+			candidates = append(candidates, filepath.Join(filepath.Dir(exe), "pve-image-init"))
+		}
+		candidates = append(candidates, "/usr/lib/pve-image/pve-image-init", "/usr/local/lib/pve-image/pve-image-init")
+	}
+	for _, p := range candidates {
+		b, err := os.ReadFile(p)
+		if err == nil {
+			if len(b) < 4 || string(b[:4]) != "\x7fELF" {
+				return nil, fmt.Errorf("init binary %s is not an executable", p)
+			}
+			return template.NewShim(b), nil
+		}
+		if named != "" || os.Getenv("PVE_IMAGE_INIT_BINARY") != "" {
+			return nil, fmt.Errorf("init binary: %w", err)
+		}
+	}
+	return nil, nil
 }
 
 func (a *app) convertCommand() *cobra.Command {

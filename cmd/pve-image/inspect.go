@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -15,6 +16,8 @@ import (
 
 func (a *app) inspectCommand() *cobra.Command {
 	var asJSON bool
+	var cf convertFlags
+	var over template.Overrides
 	cmd := &cobra.Command{
 		Use:   "inspect IMAGE|TEMPLATE",
 		Short: "Describe an image or template as Proxmox will see it",
@@ -45,9 +48,20 @@ An argument naming an existing file with a template suffix (.tar.zst,
 				if err != nil {
 					return err
 				}
-				if m, err = b.Inspect(cmd.Context(), ref, template.Options{Compression: template.Zstd}); err != nil {
+				opts, err := cf.options(template.Zstd)
+				if err != nil {
 					return err
 				}
+				if m, err = b.Inspect(cmd.Context(), ref, opts); err != nil {
+					return err
+				}
+			}
+			if m.Run.Kind != "" {
+				pc, err := m.PVEConfigs(over)
+				if err != nil {
+					return err
+				}
+				m.Proxmox = pc
 			}
 			if asJSON {
 				enc := json.NewEncoder(a.stdout)
@@ -59,6 +73,9 @@ An argument naming an existing file with a template suffix (.tar.zst,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringArrayVar(&over.Env, "env", nil, "KEY=value to merge over the image's env in the Proxmox 9.1+ config (repeatable)")
+	cmd.Flags().StringSliceVar(&over.Entrypoint, "entrypoint", nil, "program and arguments (comma-separated) to run instead of the image's, in the Proxmox 9.1+ config")
+	cf.register(cmd)
 	return cmd
 }
 
@@ -122,8 +139,27 @@ func printMeta(w io.Writer, m template.Meta) {
 	row("Volumes", strings.Join(c.Volumes, " "))
 	row("ExposedPorts", strings.Join(c.ExposedPorts, " "))
 	f := m.Facts
-	row("OS type", fmt.Sprintf("%s (%s)", f.OSType, f.OSReason))
+	row("Detected OS", fmt.Sprintf("%s (%s)", f.OSType, f.OSReason))
 	row("Shell arch", f.ShellArch)
+	if r := m.Run; r.Kind != "" {
+		row("Kind", fmt.Sprintf("%s image (%s)", r.Kind, r.Reason))
+		boots := "pve-image-init, which runs the image's command"
+		if r.Init == "none" {
+			boots = "the image's own init"
+			if r.InitSystem != "" {
+				boots += " (" + r.InitSystem + ")"
+			}
+		}
+		row("Boots", boots)
+		if s := r.Spec; s != nil {
+			row("Runs as", fmt.Sprintf("uid %d, gid %d, groups %v (USER %q)", s.UID, s.GID, s.Groups, s.User))
+		}
+		row("ostype", fmt.Sprintf("%s (%s)", r.OSType, r.OSTypeReason))
+	}
+	if p := m.Proxmox; p != nil {
+		row("Proxmox 9.1+", pveOptions(p.Native))
+		row("Proxmox 7/8", pveOptions(p.Legacy))
+	}
 	tw.Flush()
 	if len(f.Warnings) > 0 {
 		fmt.Fprintln(w, "Warnings:")
@@ -131,4 +167,24 @@ func printMeta(w io.Writer, m template.Meta) {
 			fmt.Fprintf(w, "  - %s\n", x)
 		}
 	}
+}
+
+func pveOptions(c template.PVEConfig) string {
+	var keys []string
+	for k := range c.Options {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var parts []string
+	for _, k := range keys {
+		v := c.Options[k]
+		if k == "env" {
+			v = strings.ReplaceAll(v, "\x00", "\\0")
+		}
+		parts = append(parts, fmt.Sprintf("%s=%q", k, v))
+	}
+	if c.NetOptions != "" {
+		parts = append(parts, "netN+="+c.NetOptions)
+	}
+	return strings.Join(parts, " ")
 }

@@ -1,0 +1,145 @@
+package template
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/pve-image/pve-image/imgconv/runspec"
+)
+
+// Overrides are what a user sets over the image's run config when creating
+// a container (run --env, --entrypoint).
+type Overrides struct {
+	Env        []string // KEY=value, replacing or adding to the image's
+	Entrypoint []string // replaces Entrypoint and Cmd
+}
+
+// PVEConfig is how to create a container from a template: the options of
+// POST /nodes/{node}/lxc, and what to add to every netN.
+type PVEConfig struct {
+	// Options holds ostype and arch always; for application containers on
+	// Proxmox 9.1+ also entrypoint, env (NUL-separated) and cmode; for
+	// systemd images features=nesting=1.
+	Options map[string]string `json:"options"`
+	// NetOptions goes on each netN (host-managed=1 for application
+	// containers on 9.1+: Proxmox runs DHCP for them).
+	NetOptions string `json:"netOptions,omitempty"`
+	// Notes explain choices a user may want to know about.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// PVEConfigs are the configs for both families of Proxmox.
+type PVEConfigs struct {
+	// Native is for Proxmox 9.1+ (pve-container 6.0.15+), whose
+	// containers take entrypoint, env and host-managed NICs.
+	Native PVEConfig `json:"native"`
+	// Legacy is for Proxmox 7 and 8, which boot /sbin/init and nothing else.
+	Legacy PVEConfig `json:"legacy"`
+}
+
+// PVEConfigs works out both configs for the template m describes.
+func (m *Meta) PVEConfigs(o Overrides) (*PVEConfigs, error) {
+	n, err := m.PVEConfig(true, o)
+	if err != nil {
+		return nil, err
+	}
+	l, err := m.PVEConfig(false, Overrides{})
+	if err != nil {
+		return nil, err
+	}
+	if len(o.Env) > 0 || len(o.Entrypoint) > 0 {
+		l.Notes = append(l.Notes, "--env and --entrypoint need Proxmox 9.1 or later; older versions run the image's own")
+	}
+	return &PVEConfigs{Native: n, Legacy: l}, nil
+}
+
+// PVEConfig is the container config for Proxmox 9.1+ (native) or older.
+// The user's env is merged over the image's (PATH stays unless the user sets
+// it), not thrown away as Proxmox's own import does.
+func (m *Meta) PVEConfig(native bool, o Overrides) (PVEConfig, error) {
+	c := PVEConfig{Options: map[string]string{"ostype": m.Run.OSType, "arch": m.Arch}}
+	for _, kv := range o.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return c, fmt.Errorf("--env %q: want KEY=value", kv)
+		}
+	}
+	if m.Run.Kind == "system" && m.Run.Init == "none" {
+		if m.Run.InitSystem == "systemd" {
+			c.Options["features"] = "nesting=1"
+			c.Notes = append(c.Notes, "systemd needs nesting=1 in unprivileged containers")
+		}
+		if len(o.Env) > 0 || len(o.Entrypoint) > 0 {
+			return c, fmt.Errorf("a system image boots its own init: --env and --entrypoint do not apply")
+		}
+		return c, nil
+	}
+	if !native {
+		if len(o.Env) > 0 || len(o.Entrypoint) > 0 {
+			return c, fmt.Errorf("Proxmox before 9.1 has no entrypoint or env options for containers: --env and --entrypoint need Proxmox 9.1 or later")
+		}
+		if m.Run.Init != "shim" {
+			c.Notes = append(c.Notes, "converted with --init none: Proxmox before 9.1 boots /sbin/init, which is not the image's program")
+		}
+		return c, nil
+	}
+
+	env := m.Config.Env
+	if m.Run.Spec != nil {
+		env = m.Run.Spec.Env
+	}
+	env = MergeEnv(env, o.Env)
+	var argv []string
+	switch {
+	case m.Run.Init == "shim" && len(o.Entrypoint) > 0:
+		argv = append([]string{runspec.InitPath, "--"}, o.Entrypoint...)
+	case m.Run.Init == "shim":
+		argv = []string{runspec.InitPath}
+	case len(o.Entrypoint) > 0:
+		argv = o.Entrypoint
+	default:
+		argv = append(append([]string{}, m.Config.Entrypoint...), m.Config.Cmd...)
+		c.Notes = append(c.Notes, "converted with --init none: Proxmox runs the program as PID 1, with nothing to reap orphans or forward signals")
+	}
+	if m.Run.Init == "shim" {
+		// Proxmox's host-managed DHCP configures eth0; the shim leaves it.
+		env = MergeEnv(env, []string{"PVE_IMAGE_NET=host"})
+	}
+	for _, a := range argv {
+		if a == "" || strings.ContainsAny(a, " \t\n\"'\\") {
+			return c, fmt.Errorf("entrypoint argument %q: LXC 5 splits lxc.init.cmd at spaces and ignores quotes (lxc.md), so it cannot be passed; put it into the image, or use the image's own command", a)
+		}
+	}
+	for _, kv := range env {
+		for _, r := range kv {
+			if r < 0x20 && r != '\t' {
+				return c, fmt.Errorf("env %q: Proxmox refuses control characters in env values", kv)
+			}
+		}
+	}
+	c.Options["entrypoint"] = strings.Join(argv, " ")
+	c.Options["env"] = strings.Join(env, "\x00")
+	c.Options["cmode"] = "console"
+	c.NetOptions = "host-managed=1"
+	return c, nil
+}
+
+// MergeEnv puts over on top of base: a key in both takes over's value in
+// base's place, new keys go at the end.
+func MergeEnv(base, over []string) []string {
+	out := append([]string{}, base...)
+	idx := map[string]int{}
+	for i, kv := range out {
+		k, _, _ := strings.Cut(kv, "=")
+		idx[k] = i
+	}
+	for _, kv := range over {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
