@@ -3,12 +3,12 @@ package imgconv
 import (
 	"archive/tar"
 	"context"
-	"path"
-	"strings"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path"
+	"strings"
 	"time"
 )
 

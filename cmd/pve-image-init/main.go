@@ -16,8 +16,8 @@ package main
 
 import (
 	"os"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 

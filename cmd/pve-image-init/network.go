@@ -97,4 +97,3 @@ func keepRenewed(c *dhcpClient, eth *link, l *lease) {
 		l = renewed
 	}
 }
-
