@@ -11,6 +11,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/pve-image/pve-image/template"
+	"github.com/pve-image/pve-image/tests/pvelxc"
 	. "github.com/pve-image/pve-image/tests/testenv"
 )
 
@@ -154,7 +155,7 @@ func TestBootSystemImage(t *testing.T) {
 	if m.Run.Kind != "system" || m.Run.Init != "none" || m.Run.OSType != "alpine" || m.Run.InitSystem != "busybox" {
 		t.Fatalf("run info %+v", m.Run)
 	}
-	ct := StartContainer(t, ContainerOptions{Template: tpl, OSType: "alpine"})
+	ct := StartContainer(t, ContainerOptions{Template: tpl, Options: pvelxc.Options{OSType: "alpine"}})
 	if _, err := os.Lstat(ct.Rootfs + "/sbin/pve-image-init"); !os.IsNotExist(err) {
 		t.Error("the shim went into a system image")
 	}
@@ -189,7 +190,7 @@ func TestBootProxmoxNative(t *testing.T) {
 		t.Fatalf("native config %+v", n)
 	}
 	env := strings.Split(n.Options["env"], "\x00")
-	ct := StartContainer(t, ContainerOptions{Template: tpl, InitCmd: n.Options["entrypoint"], Env: env})
+	ct := StartContainer(t, ContainerOptions{Template: tpl, Options: pvelxc.Options{InitCmd: n.Options["entrypoint"], Env: env}})
 	ct.WaitConsole(t, "waiting for a signal", 30*time.Second)
 	wantConsole(t, ct, `"MODE=user"`, `"EXTRA=x"`, `"KEEP=1"`, `"PATH=/opt/bin:/bin"`)
 	ct.Stop(t, 30*time.Second)
@@ -204,7 +205,7 @@ func TestBootWithoutShimLeavesZombies(t *testing.T) {
 	img := Image(t, amd64, v1.Config{Entrypoint: []string{"/app"}, Cmd: []string{"report", "orphans", "5"}},
 		Layer(t, Exec("app", readFile(t, testApp))))
 	tpl := convertImage(t, newCLI(t), reg, "pid1:1", img, "--init", "none")
-	ct := StartContainer(t, ContainerOptions{Template: tpl, InitCmd: "/app report orphans 5"})
+	ct := StartContainer(t, ContainerOptions{Template: tpl, Options: pvelxc.Options{InitCmd: "/app report orphans 5"}})
 	ct.Wait(t, 30*time.Second)
 	wantConsole(t, ct, "zombies=5")
 }

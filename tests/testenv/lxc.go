@@ -1,13 +1,11 @@
 package testenv
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,38 +13,23 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pve-image/pve-image/tests/pvelxc"
 )
 
-// The id map Proxmox gives unprivileged containers (proxmox.md §1).
+// The id map Proxmox gives unprivileged containers.
 const (
-	MapBase = 100000
-	MapSize = 65536
+	MapBase = pvelxc.MapBase
+	MapSize = pvelxc.MapSize
 )
 
 // RequireUserns skips unless this machine can run Proxmox's unprivileged
-// extraction: root, lxc-usernsexec, and root:100000:65536 in /etc/subuid and
-// /etc/subgid.
+// extraction and containers.
 func RequireUserns(t testing.TB) {
 	t.Helper()
-	RequireRoot(t)
-	if _, err := exec.LookPath("lxc-usernsexec"); err != nil {
-		Missing(t, "lxc-usernsexec not found (apt-get install lxc uidmap)")
+	if err := pvelxc.Check(); err != nil {
+		Missing(t, "%v", err)
 	}
-	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
-		b, _ := os.ReadFile(f)
-		if !bytes.Contains(b, []byte(fmt.Sprintf("root:%d:%d", MapBase, MapSize))) {
-			Missing(t, "%s lacks root:%d:%d (.ci/run adds it)", f, MapBase, MapSize)
-		}
-	}
-}
-
-// ProxmoxTarFlags is pve-container's restore_tar_archive_command after the
-// compression flag, with PVE::Storage::Plugin::COMMON_TAR_FLAGS.
-func ProxmoxTarFlags(rootdir string) []string {
-	return []string{"--totals", "--one-file-system", "-p", "--sparse", "--numeric-owner", "--acls",
-		"--xattrs", "--xattrs-include=user.*", "--xattrs-include=security.capability",
-		"--warning=no-file-ignored", "--warning=no-xattr-write",
-		"-C", rootdir, "--skip-old-files", "--anchored", "--exclude", "./dev/*"}
 }
 
 // ExtractAsProxmox unpacks template into a new directory exactly as `pct
@@ -56,7 +39,16 @@ func ExtractAsProxmox(t testing.TB, template string) string {
 	RequireUserns(t)
 	// The mapped root must be able to reach the directory: t.TempDir()'s
 	// ancestors are private to the real root.
-	top, err := os.MkdirTemp("", "pve-image-rootfs-*")
+	top := lxcDir(t)
+	root := filepath.Join(top, "rootfs")
+	if err := pvelxc.Extract(template, root); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+func lxcDir(t testing.TB) string {
+	top, err := os.MkdirTemp("", "pve-image-ct-*")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,32 +56,7 @@ func ExtractAsProxmox(t testing.TB, template string) string {
 	if err := os.Chmod(top, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	root := filepath.Join(top, "rootfs")
-	if err := os.Mkdir(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// The container's root owns its rootfs, as after Proxmox's mkfs/chown.
-	if err := os.Chown(root, MapBase, MapBase); err != nil {
-		t.Fatal(err)
-	}
-	comp := map[string]string{".gz": "-z", ".xz": "-J", ".zst": "--zstd", ".bz2": "-j"}[filepath.Ext(template)]
-	args := []string{"-m", fmt.Sprintf("u:0:%d:%d", MapBase, MapSize), "-m", fmt.Sprintf("g:0:%d:%d", MapBase, MapSize), "--",
-		"tar", "xpf", "-"}
-	if comp != "" {
-		args = append(args, comp)
-	}
-	args = append(args, ProxmoxTarFlags(root)...)
-	in, err := os.Open(template)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	cmd := exec.Command("lxc-usernsexec", args...)
-	cmd.Stdin = in
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("Proxmox's extraction failed: %v\n%s", err, out)
-	}
-	return root
+	return top
 }
 
 // Node is what a test compares of one extracted path, ids as the container

@@ -1,9 +1,10 @@
 package testenv
 
 import (
-	"github.com/google/go-containerregistry/pkg/authn"
 	"io"
 	"net/http"
+
+	"github.com/google/go-containerregistry/pkg/authn"
 )
 
 func readAll(resp *http.Response) ([]byte, error) {
