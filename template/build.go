@@ -35,6 +35,8 @@ type Options struct {
 	// InitShim and for application images under InitAuto.
 	Init InitMode
 	Shim *Shim
+	// Format is a flattened template (default) or an OCI archive.
+	Format Format
 }
 
 // Builder converts images into cached templates.
@@ -80,8 +82,9 @@ func (b *Builder) Key(r *registry.Resolved, opts Options) string {
 		SquashHighIDs                                  bool
 		Init                                           InitMode
 		Shim                                           string
+		Format                                         Format
 	}{b.Version, opts.Compression.Encoder(), r.Digest.String(), r.Manifest.Config.Digest.String(),
-		registry.PlatformString(r.Platform), opts.Compression, level, opts.SquashHighIDs, init, shim}
+		registry.PlatformString(r.Platform), opts.Compression, level, opts.SquashHighIDs, init, shim, opts.Format}
 	j, _ := json.Marshal(k)
 	sum := sha256.Sum256(j)
 	return hex.EncodeToString(sum[:])
@@ -152,6 +155,9 @@ func (b *Builder) build(ctx context.Context, res *registry.Resolved, opts Option
 	}
 	name := FileName(res.Repository, tag, res.Platform, opts.Compression)
 	path := filepath.Join(dir, name)
+	if opts.Format == FormatOCIArchive {
+		return b.buildOCIArchive(ctx, res, dl, meta, dir, FileName(res.Repository, tag, res.Platform, None))
+	}
 	iopts := imgconv.Options{
 		Image:         res.Ref.String(),
 		TempDir:       b.Cache.TempDir(),
@@ -193,6 +199,27 @@ func (b *Builder) build(ctx context.Context, res *registry.Resolved, opts Option
 	if b.Log != nil {
 		b.Log.Debug("converted", "image", res.Ref.String(), "template", name, "took", time.Since(start).Round(time.Millisecond),
 			"entries", st.Entries, "bytes", st.Bytes, "size", meta.Size)
+	}
+	return name, sum, nil
+}
+
+// buildOCIArchive writes the image as an OCI archive once all its blobs
+// are in.
+func (b *Builder) buildOCIArchive(ctx context.Context, res *registry.Resolved, dl *registry.Download, meta Meta, dir, name string) (string, string, error) {
+	if err := dl.Wait(); err != nil {
+		return "", "", err
+	}
+	sum, err := writeOCIArchive(filepath.Join(dir, name), res, b.Cache, meta.Created)
+	if err != nil {
+		return "", "", fmt.Errorf("image %s: write OCI archive: %w", res.Ref, err)
+	}
+	meta.Compression, meta.File, meta.SHA256 = "oci-archive", name, sum
+	if fi, err := os.Stat(filepath.Join(dir, name)); err == nil {
+		meta.Size = fi.Size()
+	}
+	j, _ := json.MarshalIndent(meta, "", "  ")
+	if err := os.WriteFile(filepath.Join(dir, "meta.json"), append(j, '\n'), 0o644); err != nil {
+		return "", "", err
 	}
 	return name, sum, nil
 }

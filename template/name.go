@@ -65,3 +65,32 @@ var vztmplName = regexp.MustCompile(`^[^/]+\.(?:tar|tar\.(?:gz|xz|zst|bz2))$`)
 func ValidName(name string) bool {
 	return name == Sanitize(name) && vztmplName.MatchString(name)
 }
+
+// StorageName is the name a converted template gets on Proxmox storage: its
+// cache name with the first 12 hex digits of its SHA-256 before the
+// extension, <name>_<tag>_<arch>.<sha12>.tar.zst, so that a file of that name
+// and size on a storage is this very template.
+func StorageName(file, sha256 string) string {
+	i := strings.Index(file, ".tar")
+	if i < 0 || len(sha256) < 12 {
+		return file
+	}
+	return file[:i] + "." + sha256[:12] + file[i:]
+}
+
+var storageNameRE = regexp.MustCompile(`^([^_]+)_(.+)_([^_.]+)\.([0-9a-f]{12})\.tar(?:\.(?:gz|xz|zst|bz2))?$`)
+
+// StorageNameInfo is what a StorageName says about its template.
+type StorageNameInfo struct {
+	Name, Tag, Arch, Digest string
+}
+
+// ParseStorageName reads a name StorageName wrote; ok is false for other
+// templates.
+func ParseStorageName(name string) (StorageNameInfo, bool) {
+	m := storageNameRE.FindStringSubmatch(name)
+	if m == nil {
+		return StorageNameInfo{}, false
+	}
+	return StorageNameInfo{Name: m[1], Tag: m[2], Arch: m[3], Digest: m[4]}, true
+}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -87,7 +88,7 @@ func findShim(named string) (*template.Shim, error) {
 }
 
 func (a *app) convertCommand() *cobra.Command {
-	var out string
+	var out, format string
 	var cf convertFlags
 	cmd := &cobra.Command{
 		Use:   "convert IMAGE [-o FILE]",
@@ -108,7 +109,18 @@ from the cache: one manifest request for a tag, none for a digest.`,
 				return err
 			}
 			comp := template.Zstd
-			if out != "" {
+			var f template.Format
+			switch format {
+			case "", "template":
+			case "oci-archive":
+				comp, f = template.None, template.FormatOCIArchive
+				if out != "" && !strings.HasSuffix(out, ".tar") {
+					return fmt.Errorf("-o %s: an OCI archive for Proxmox must end in .tar (its importer looks at nothing else)", out)
+				}
+			default:
+				return fmt.Errorf("--format %q: want template or oci-archive", format)
+			}
+			if out != "" && f == template.FormatTemplate {
 				if comp, err = template.CompressionFromName(out); err != nil {
 					return err
 				}
@@ -120,6 +132,7 @@ from the cache: one manifest request for a tag, none for a digest.`,
 			if err != nil {
 				return err
 			}
+			opts.Format = f
 			b, err := a.builder(a.progress())
 			if err != nil {
 				return err
@@ -143,6 +156,7 @@ from the cache: one manifest request for a tag, none for a digest.`,
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write the template to FILE; its suffix picks the compression")
+	cmd.Flags().StringVar(&format, "format", "template", "template (a flattened rootfs, for any Proxmox) or oci-archive (an OCI layout .tar with one manifest and OCI media types, for Proxmox 9.1's own importer)")
 	cf.register(cmd)
 	return cmd
 }

@@ -89,7 +89,8 @@ Images are named as skopeo names them:
 	f.StringVar(&a.creds, "creds", "", "USER:PASS for the image's registry (default: Docker's config.json and credential helpers)")
 	f.BoolVar(&a.debug, "debug", false, "log what is being done to stderr")
 
-	root.AddCommand(a.pullCommand(), a.convertCommand(), a.inspectCommand(), a.cacheCommand())
+	root.AddCommand(a.pullCommand(), a.convertCommand(), a.inspectCommand(), a.cacheCommand(),
+		a.pushCommand(), a.lsCommand(), a.rmCommand(), a.runCommand())
 	return root
 }
 
@@ -133,8 +134,13 @@ func (a *app) parseRef(s string) (registry.Reference, error) {
 // progress returns a progress reporter for stderr: bars on a terminal, one
 // line per blob otherwise.
 func (a *app) progress() registry.Progress {
-	if f, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+	if isTerminal(a.stderr) {
 		return newBarProgress(a.stderr)
 	}
 	return &lineProgress{w: a.stderr}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
