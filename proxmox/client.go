@@ -282,4 +282,3 @@ func (c *Client) authorize(ctx context.Context, req *http.Request) error {
 	req.Header.Set("CSRFPreventionToken", s.CSRFPreventionToken)
 	return nil
 }
-
