@@ -3,16 +3,19 @@ package registry
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -57,6 +60,8 @@ type Options struct {
 	Keychain authn.Keychain
 	// Transport carries registry requests; nil means remote.DefaultTransport.
 	Transport http.RoundTripper
+	// Mirrors are tried before the registries they stand in for.
+	Mirrors Mirrors
 	// Jobs is how many layers download at once; 0 means 3, as Docker.
 	Jobs int
 	// Version goes into the User-Agent.
@@ -509,21 +514,7 @@ func (r *progressReader) Read(b []byte) (int, error) {
 func (p *Puller) source(ref Reference) (source, error) {
 	switch ref.Transport {
 	case Docker:
-		kc := p.opts.Keychain
-		if p.opts.Username != "" || p.opts.Password != "" {
-			kc = authn.NewMultiKeychain(staticKeychain{
-				registry: ref.Name.Context().RegistryStr(),
-				auth:     authn.FromConfig(authn.AuthConfig{Username: p.opts.Username, Password: p.opts.Password}),
-			}, kc)
-		}
-		auth, err := kc.Resolve(ref.Name.Context())
-		if err != nil {
-			return nil, fmt.Errorf("image %s: credentials: %w", ref, err)
-		}
-		var base http.RoundTripper = &httpsOnly{next: p.opts.Transport, insecure: p.opts.Insecure}
-		base = transport.NewRetry(base)
-		base = transport.NewUserAgent(base, userAgent(p.opts.Version))
-		return &remoteSource{ref: ref.Name, auth: auth, base: base}, nil
+		return p.remote(ref)
 	case OCI:
 		if fi, err := os.Stat(ref.Path); err != nil || !fi.IsDir() {
 			return nil, fmt.Errorf("image %s: %s is not a directory", ref, ref.Path)
@@ -543,6 +534,63 @@ func (p *Puller) source(ref Reference) (source, error) {
 		return &dockerArchiveSource{fsys: t, tag: ref.Tag, label: ref.String()}, nil
 	}
 	return nil, fmt.Errorf("image %s: %w", ref, errNoSource)
+}
+
+// remote builds the endpoints of a registry reference: its mirrors, then the
+// registry itself unless a mirror replaces it.
+func (p *Puller) remote(ref Reference) (source, error) {
+	kc := p.opts.Keychain
+	if p.opts.Username != "" || p.opts.Password != "" {
+		kc = authn.NewMultiKeychain(staticKeychain{
+			registry: ref.Name.Context().RegistryStr(),
+			auth:     authn.FromConfig(authn.AuthConfig{Username: p.opts.Username, Password: p.opts.Password}),
+		}, kc)
+	}
+	base := func(insecure []string, skipVerify bool) http.RoundTripper {
+		next := p.opts.Transport
+		if skipVerify {
+			if t, ok := next.(*http.Transport); ok {
+				t = t.Clone()
+				t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+				next = t
+			}
+		}
+		var rt http.RoundTripper = &httpsOnly{next: next, insecure: insecure}
+		rt = transport.NewRetry(rt)
+		return transport.NewUserAgent(rt, userAgent(p.opts.Version))
+	}
+	src := &remoteSource{ref: ref.Name}
+	upstream := true
+	repoPath := ref.Name.Context().RepositoryStr()
+	for _, m := range p.opts.Mirrors.For(ref.Name.Context().RegistryStr()) {
+		u, _ := url.Parse(m.URL)
+		opts := []name.Option{name.WeakValidation}
+		insecure := append([]string{}, p.opts.Insecure...)
+		if u.Scheme == "http" {
+			opts = append(opts, name.Insecure)
+			insecure = append(insecure, u.Host)
+		}
+		repo, err := name.NewRepository(u.Host+"/"+repoPath, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: mirror %s: %w", ref, m.URL, err)
+		}
+		auth, err := p.opts.Keychain.Resolve(repo)
+		if err != nil {
+			auth = authn.Anonymous
+		}
+		src.endpoints = append(src.endpoints, &endpoint{repo: repo, auth: auth, base: base(insecure, m.SkipVerify), resolve: m.Resolve || m.Server})
+		if m.Server {
+			upstream = false
+		}
+	}
+	if upstream {
+		auth, err := kc.Resolve(ref.Name.Context())
+		if err != nil {
+			return nil, fmt.Errorf("image %s: credentials: %w", ref, err)
+		}
+		src.endpoints = append(src.endpoints, &endpoint{repo: ref.Name.Context(), auth: auth, base: base(p.opts.Insecure, false), resolve: true})
+	}
+	return src, nil
 }
 
 type staticKeychain struct {

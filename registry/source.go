@@ -43,65 +43,65 @@ type namer interface {
 	name() (repository, tag string)
 }
 
-// remoteSource reads from a registry. It authenticates once per pull and
-// reuses the transport for every request; blobs are fetched with plain GETs
-// so that the blob store's hash is the only one computed over them
-// (go-containerregistry's layer readers verify the digest as well, which
-// would hash every byte twice).
+// remoteSource reads from a registry, or from its mirrors first. It
+// authenticates once per endpoint and reuses the transport for every
+// request; blobs are fetched with plain GETs so that the blob store's hash is
+// the only one computed over them (go-containerregistry's layer readers
+// verify the digest as well, which would hash every byte twice).
 type remoteSource struct {
-	ref  name.Reference
-	auth authn.Authenticator
-	base http.RoundTripper
+	ref       name.Reference
+	endpoints []*endpoint // mirrors in order, then the registry
+	chosen    *endpoint   // the endpoint that answered for the manifest
+}
+
+type endpoint struct {
+	repo    name.Repository
+	auth    authn.Authenticator
+	base    http.RoundTripper
+	resolve bool // may resolve tags
 
 	mu     sync.Mutex
 	authed http.RoundTripper
 }
 
-func (s *remoteSource) transport(ctx context.Context) (http.RoundTripper, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.authed != nil {
-		return s.authed, nil
+func (e *endpoint) transport(ctx context.Context) (http.RoundTripper, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.authed != nil {
+		return e.authed, nil
 	}
-	repo := s.ref.Context()
-	t, err := transport.NewWithContext(ctx, repo.Registry, s.auth, s.base, []string{repo.Scope(transport.PullScope)})
+	t, err := transport.NewWithContext(ctx, e.repo.Registry, e.auth, e.base, []string{e.repo.Scope(transport.PullScope)})
 	if err != nil {
 		return nil, err
 	}
-	s.authed = t
+	e.authed = t
 	return t, nil
 }
 
-func (s *remoteSource) root(ctx context.Context) (v1.Descriptor, []byte, error) {
-	return s.manifest(ctx, s.ref)
-}
-
-func (s *remoteSource) manifest(ctx context.Context, ref name.Reference) (v1.Descriptor, []byte, error) {
-	t, err := s.transport(ctx)
+func (e *endpoint) manifest(ctx context.Context, ref string) (v1.Descriptor, []byte, error) {
+	t, err := e.transport(ctx)
 	if err != nil {
 		return v1.Descriptor{}, nil, err
 	}
-	d, err := remote.Get(ref, remote.WithTransport(t), remote.WithContext(ctx))
+	var r name.Reference
+	if strings.HasPrefix(ref, "sha256:") {
+		r = e.repo.Digest(ref)
+	} else {
+		r = e.repo.Tag(ref)
+	}
+	d, err := remote.Get(r, remote.WithTransport(t), remote.WithContext(ctx))
 	if err != nil {
 		return v1.Descriptor{}, nil, err
 	}
 	return d.Descriptor, d.Manifest, nil
 }
 
-func (s *remoteSource) blob(ctx context.Context, d v1.Descriptor) (io.ReadCloser, error) {
-	if isManifest(d.MediaType) {
-		_, raw, err := s.manifest(ctx, s.ref.Context().Digest(d.Digest.String()))
-		if err != nil {
-			return nil, err
-		}
-		return io.NopCloser(bytes.NewReader(raw)), nil
-	}
-	t, err := s.transport(ctx)
+func (e *endpoint) blob(ctx context.Context, d v1.Descriptor) (io.ReadCloser, error) {
+	t, err := e.transport(ctx)
 	if err != nil {
 		return nil, err
 	}
-	repo := s.ref.Context()
-	u := url.URL{Scheme: repo.Scheme(), Host: repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/blobs/%s", repo.RepositoryStr(), d.Digest)}
+	u := url.URL{Scheme: e.repo.Scheme(), Host: e.repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/blobs/%s", e.repo.RepositoryStr(), d.Digest)}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
@@ -115,6 +115,79 @@ func (s *remoteSource) blob(ctx context.Context, d v1.Descriptor) (io.ReadCloser
 		return nil, err
 	}
 	return resp.Body, nil
+}
+
+func (s *remoteSource) identifier() string {
+	if d, ok := s.ref.(name.Digest); ok {
+		return d.DigestStr()
+	}
+	return s.ref.Identifier()
+}
+
+// root asks each endpoint in turn; the first to answer serves the rest of
+// the pull. Mirrors that may not resolve tags are skipped for tags.
+func (s *remoteSource) root(ctx context.Context) (v1.Descriptor, []byte, error) {
+	id := s.identifier()
+	var errs []error
+	for _, e := range s.endpoints {
+		if !e.resolve && !strings.HasPrefix(id, "sha256:") {
+			continue
+		}
+		d, raw, err := e.manifest(ctx, id)
+		if err == nil {
+			s.chosen = e
+			return d, raw, nil
+		}
+		if ctx.Err() != nil {
+			return v1.Descriptor{}, nil, err
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", e.repo.RegistryStr(), err))
+	}
+	if len(errs) == 1 {
+		return v1.Descriptor{}, nil, errors.Unwrap(errs[0])
+	}
+	return v1.Descriptor{}, nil, errors.Join(errs...)
+}
+
+// order is the endpoints to fetch content from: the one that served the
+// manifest first.
+func (s *remoteSource) order() []*endpoint {
+	if s.chosen == nil {
+		return s.endpoints
+	}
+	out := []*endpoint{s.chosen}
+	for _, e := range s.endpoints {
+		if e != s.chosen {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (s *remoteSource) blob(ctx context.Context, d v1.Descriptor) (io.ReadCloser, error) {
+	var first error
+	for _, e := range s.order() {
+		var rc io.ReadCloser
+		var err error
+		if isManifest(d.MediaType) {
+			var raw []byte
+			if _, raw, err = e.manifest(ctx, d.Digest.String()); err == nil {
+				rc = io.NopCloser(bytes.NewReader(raw))
+			}
+		} else {
+			rc, err = e.blob(ctx, d)
+		}
+		if err == nil {
+			return rc, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, first
 }
 
 func (s *remoteSource) close() error { return nil }

@@ -74,3 +74,28 @@ func TestBadReferences(t *testing.T) {
 	c.fails([]string{"convert", "docker-archive:/does/not/exist.tar"}, "no such file")
 	c.fails([]string{"convert", "--creds", "nocolon", "example.com/x:1"}, "USER:PASS")
 }
+
+// TestMirrors pulls docker.io and registry.k8s.io names from a local mirror,
+// given by flag and by a containerd-style hosts.toml directory: the real
+// registries are never reached (this machine cannot reach them).
+func TestMirrors(t *testing.T) {
+	mirror := StartRegistry(t, RegistryOptions{})
+	mirror.Push(t, "library/app:1", smallImage(t, "mirror"))
+	mirror.Push(t, "pause:3.9", smallImage(t, "pause"))
+	c := newCLI(t)
+	out := c.ok("--registry-mirror", "docker.io=http://"+mirror.Host, "convert", "app:1").out()
+	if !strings.HasSuffix(out, "/app_1_amd64.tar.zst") {
+		t.Errorf("template %s", out)
+	}
+	dir := t.TempDir()
+	for host, body := range map[string]string{
+		"registry.k8s.io": "server = \"http://" + mirror.Host + "\"\n",
+		"_default":        "[host.\"http://" + mirror.Host + "\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+	} {
+		os.MkdirAll(filepath.Join(dir, host), 0o755)
+		os.WriteFile(filepath.Join(dir, host, "hosts.toml"), []byte(body), 0o644)
+	}
+	c.ok("--registry-config", dir, "convert", "registry.k8s.io/pause:3.9")
+	c.ok("--registry-config", dir, "convert", "k8s.gcr.io/pause:3.9")
+	c.fails([]string{"--registry-mirror", "docker.io=ftp://x", "convert", "app:1"}, "want http(s)://host[:port]")
+}

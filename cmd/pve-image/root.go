@@ -48,6 +48,8 @@ type app struct {
 	insecure []string
 	creds    string
 	debug    bool
+	mirrors  []string
+	hostsDir string
 
 	stdout, stderr io.Writer
 	log            *slog.Logger
@@ -88,6 +90,8 @@ Images are named as skopeo names them:
 	f.StringArrayVar(&a.insecure, "insecure-registry", nil, "registry HOST[:PORT] to reach over plain HTTP (repeatable; localhost and 127.0.0.0/8 always are)")
 	f.StringVar(&a.creds, "creds", "", "USER:PASS for the image's registry (default: Docker's config.json and credential helpers)")
 	f.BoolVar(&a.debug, "debug", false, "log what is being done to stderr")
+	f.StringArrayVar(&a.mirrors, "registry-mirror", nil, "HOST=URL: pull HOST's images from the mirror at URL first, e.g. docker.io=http://127.0.0.1:5000 (repeatable; _default for every registry)")
+	f.StringVar(&a.hostsDir, "registry-config", "", "directory of containerd-style DIR/<host>/hosts.toml mirror files (server, [host.\"URL\"] capabilities and skip_verify)")
 
 	root.AddCommand(a.pullCommand(), a.convertCommand(), a.inspectCommand(), a.cacheCommand(),
 		a.pushCommand(), a.lsCommand(), a.rmCommand(), a.runCommand())
@@ -104,7 +108,11 @@ func (a *app) puller(c *cache.Cache, progress registry.Progress) (*registry.Pull
 	if err != nil {
 		return nil, err
 	}
-	opts := registry.Options{Platform: p, Insecure: a.insecure, Version: version, Progress: progress}
+	mirrors, err := a.registryMirrors()
+	if err != nil {
+		return nil, err
+	}
+	opts := registry.Options{Platform: p, Insecure: a.insecure, Version: version, Progress: progress, Mirrors: mirrors}
 	if a.creds != "" {
 		u, pw, ok := strings.Cut(a.creds, ":")
 		if !ok || u == "" {
@@ -113,6 +121,29 @@ func (a *app) puller(c *cache.Cache, progress registry.Progress) (*registry.Pull
 		opts.Username, opts.Password = u, pw
 	}
 	return registry.NewPuller(c, opts), nil
+}
+
+// registryMirrors merges --registry-config and --registry-mirror, flags
+// first.
+func (a *app) registryMirrors() (registry.Mirrors, error) {
+	m := registry.Mirrors{}
+	for _, f := range a.mirrors {
+		host, mirror, err := registry.ParseMirrorFlag(f)
+		if err != nil {
+			return nil, err
+		}
+		m[host] = append(m[host], mirror)
+	}
+	if a.hostsDir != "" {
+		dir, err := registry.LoadHostsDir(a.hostsDir)
+		if err != nil {
+			return nil, err
+		}
+		for host, ms := range dir {
+			m[host] = append(m[host], ms...)
+		}
+	}
+	return m, nil
 }
 
 func (a *app) builder(progress registry.Progress) (*template.Builder, error) {
