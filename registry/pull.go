@@ -53,8 +53,10 @@ type Options struct {
 	// HTTP; localhost and 127.0.0.0/8 always are.
 	Insecure []string
 	// Username and Password, when set, authenticate to the image's own
-	// registry ahead of the keychain.
+	// registry ahead of the keychain; Auth does the same with any of
+	// Docker's forms (identity token, registry token) and wins over them.
 	Username, Password string
+	Auth               *authn.AuthConfig
 	// Keychain finds credentials; nil means Docker's config.json and
 	// credential helpers (authn.DefaultKeychain).
 	Keychain authn.Keychain
@@ -540,7 +542,10 @@ func (p *Puller) source(ref Reference) (source, error) {
 // registry itself unless a mirror replaces it.
 func (p *Puller) remote(ref Reference) (source, error) {
 	kc := p.opts.Keychain
-	if p.opts.Username != "" || p.opts.Password != "" {
+	switch {
+	case p.opts.Auth != nil:
+		kc = authn.NewMultiKeychain(staticKeychain{registry: ref.Name.Context().RegistryStr(), auth: authn.FromConfig(*p.opts.Auth)}, kc)
+	case p.opts.Username != "" || p.opts.Password != "":
 		kc = authn.NewMultiKeychain(staticKeychain{
 			registry: ref.Name.Context().RegistryStr(),
 			auth:     authn.FromConfig(authn.AuthConfig{Username: p.opts.Username, Password: p.opts.Password}),

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/pve-image/pve-image/imgconv/runspec"
+	"github.com/pve-image/pve-image/proxmox"
 )
 
 // Overrides are what a user sets over the image's run config when creating
@@ -142,4 +143,31 @@ func MergeEnv(base, over []string) []string {
 		out = append(out, kv)
 	}
 	return out
+}
+
+// Spec completes the create options with this config's: ostype, arch and
+// features go into the create call, each NIC gets NetOptions, and
+// entrypoint, env and cmode are set after creation (proxmox.ContainerSpec).
+func (c PVEConfig) Spec(opts map[string]string, nets []string) proxmox.ContainerSpec {
+	s := proxmox.ContainerSpec{Options: map[string]string{}, After: map[string]string{}}
+	for k, v := range opts {
+		s.Options[k] = v
+	}
+	for _, k := range []string{"ostype", "arch", "features"} {
+		if v, ok := c.Options[k]; ok {
+			s.Options[k] = v
+		}
+	}
+	for i, n := range nets {
+		if c.NetOptions != "" && !strings.Contains(n, "host-managed") {
+			n += "," + c.NetOptions
+		}
+		s.Options[fmt.Sprintf("net%d", i)] = n
+	}
+	for _, k := range []string{"entrypoint", "env", "cmode"} {
+		if v, ok := c.Options[k]; ok {
+			s.After[k] = v
+		}
+	}
+	return s
 }

@@ -15,6 +15,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"slices"
 	"strconv"
@@ -74,11 +75,44 @@ func main() {
 		spec.Args = os.Args[i+1:]
 	}
 	spec.Env = mergeEnv(spec.Env, os.Environ())
+	if err := applyOverrides(spec); err != nil {
+		logf("%v", err)
+		os.Exit(111)
+	}
 
 	setupMounts(spec)
 	setupHostname()
 	setupNetwork(spec)
 	os.Exit(supervise(spec))
+}
+
+// applyOverrides takes PVE_IMAGE_UID, PVE_IMAGE_GID and PVE_IMAGE_CWD from
+// the environment (a CRI container's user and working directory, set by
+// pve-image's runtime) and keeps all PVE_IMAGE_ variables from the program.
+func applyOverrides(spec *runspec.Spec) error {
+	var env []string
+	for _, kv := range spec.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "PVE_IMAGE_UID", "PVE_IMAGE_GID":
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil {
+				return errors.New(k + ": not a number: " + v)
+			}
+			if k == "PVE_IMAGE_UID" {
+				spec.UID, spec.Groups = uint32(n), nil
+			} else {
+				spec.GID = uint32(n)
+			}
+		case "PVE_IMAGE_CWD":
+			spec.WorkingDir = v
+		}
+		if !strings.HasPrefix(k, "PVE_IMAGE_") {
+			env = append(env, kv)
+		}
+	}
+	spec.Env = env
+	return nil
 }
 
 // lxcVars are what LXC puts into init's environment for its own use.

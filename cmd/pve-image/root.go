@@ -74,6 +74,9 @@ Images are named as skopeo names them:
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, args []string) {
 			level := slog.LevelWarn
+			if cmd.Name() == "cri" {
+				level = slog.LevelInfo
+			}
 			if a.debug {
 				level = slog.LevelDebug
 			}
@@ -94,7 +97,7 @@ Images are named as skopeo names them:
 	f.StringVar(&a.hostsDir, "registry-config", "", "directory of containerd-style DIR/<host>/hosts.toml mirror files (server, [host.\"URL\"] capabilities and skip_verify)")
 
 	root.AddCommand(a.pullCommand(), a.convertCommand(), a.inspectCommand(), a.cacheCommand(),
-		a.pushCommand(), a.lsCommand(), a.rmCommand(), a.runCommand())
+		a.pushCommand(), a.lsCommand(), a.rmCommand(), a.runCommand(), a.criCommand())
 	return root
 }
 

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -94,118 +92,35 @@ again if another client wins the race.`,
 
 // createContainer creates the container and, unless told not to, starts it.
 func (a *app) createContainer(ctx context.Context, cl *proxmox.Client, node, volid string, m *template.Meta, rf *runFlags) (int, error) {
-	native := cl.Version().Native()
-	pc, err := m.PVEConfig(native, template.Overrides{Env: rf.env, Entrypoint: rf.entrypoint})
+	pc, err := m.PVEConfig(cl.Version().Native(), template.Overrides{Env: rf.env, Entrypoint: rf.entrypoint})
 	if err != nil {
 		return 0, err
 	}
 	for _, n := range pc.Notes {
 		fmt.Fprintln(a.stderr, "note:", n)
 	}
-	opts := map[string]string{
-		"ostemplate":   volid,
-		"unprivileged": "1",
-		"memory":       strconv.Itoa(rf.memory),
-		"hostname":     rf.hostname,
-	}
+	opts := map[string]string{"ostemplate": volid, "unprivileged": "1", "memory": strconv.Itoa(rf.memory), "hostname": rf.hostname}
 	if opts["hostname"] == "" {
 		opts["hostname"] = hostnameFor(m)
 	}
 	if rf.cores > 0 {
 		opts["cores"] = strconv.Itoa(rf.cores)
 	}
-	for _, k := range []string{"ostype", "arch", "features"} {
-		if v, ok := pc.Options[k]; ok {
-			opts[k] = v
+	opts["rootfs"] = rf.rootfs
+	if opts["rootfs"] == "" {
+		if opts["rootfs"], err = cl.RootfsFor(ctx, node, m.RootfsSize); err != nil {
+			return 0, fmt.Errorf("%w; name one with --rootfs STORAGE:GB", err)
 		}
+	} else if s, gb, ok := strings.Cut(rf.rootfs, ":"); !ok || s == "" || gb == "" {
+		return 0, fmt.Errorf("--rootfs %q: want STORAGE:GB", rf.rootfs)
 	}
-	if opts["rootfs"], err = a.rootfsFor(ctx, cl, node, rf.rootfs, m); err != nil {
-		return 0, err
+	spec := pc.Spec(opts, rf.nets)
+	spec.VMID, spec.Start = rf.vmid, rf.start
+	vmid, warn, err := cl.Launch(ctx, node, spec)
+	if warn != "" {
+		fmt.Fprintf(a.stderr, "container %d created with %s (see the task log in Proxmox)\n", vmid, strings.ToLower(warn))
 	}
-	for i, n := range rf.nets {
-		if pc.NetOptions != "" && !strings.Contains(n, "host-managed") {
-			n += "," + pc.NetOptions
-		}
-		opts[fmt.Sprintf("net%d", i)] = n
-	}
-	// Proxmox's own OCI import overwrites entrypoint and env given at
-	// create time with the image's; they are set afterwards (proxmox.md §4).
-	after := map[string]string{}
-	for _, k := range []string{"entrypoint", "env", "cmode"} {
-		if v, ok := pc.Options[k]; ok {
-			after[k] = v
-		}
-	}
-
-	vmid := rf.vmid
-	for attempt := 1; ; attempt++ {
-		if rf.vmid == 0 {
-			if vmid, err = cl.NextID(ctx); err != nil {
-				return 0, err
-			}
-		}
-		var warn string
-		warn, err = cl.CreateContainer(ctx, node, vmid, opts)
-		if warn != "" {
-			fmt.Fprintf(a.stderr, "container %d created with %s (see the task log in Proxmox)\n", vmid, strings.ToLower(warn))
-		}
-		if err == nil || rf.vmid != 0 || !errors.Is(err, proxmox.ErrVMIDTaken) || attempt >= 5 {
-			break
-		}
-		a.log.Debug("VMID taken meanwhile; trying the next", "vmid", vmid)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("create container %d on %s: %w", vmid, node, err)
-	}
-	if len(after) > 0 {
-		if err := cl.SetContainerConfig(ctx, node, vmid, after); err != nil {
-			cl.DestroyContainer(ctx, node, vmid, true)
-			return 0, fmt.Errorf("configure container %d: %w", vmid, err)
-		}
-	}
-	if !rf.start {
-		return vmid, nil
-	}
-	if err := cl.StartContainer(ctx, node, vmid); err != nil {
-		return 0, fmt.Errorf("start container %d: %w", vmid, err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		st, err := cl.ContainerStatus(ctx, node, vmid)
-		if err != nil {
-			return 0, err
-		}
-		if st.Status == "running" {
-			return vmid, nil
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("container %d started but is %s after a minute", vmid, st.Status)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
-// rootfsFor is the root disk: the one asked for, or on the first storage
-// of the node that takes container directories, sized to the image plus
-// half again (at least 512 MiB more), in whole GiB.
-func (a *app) rootfsFor(ctx context.Context, cl *proxmox.Client, node, asked string, m *template.Meta) (string, error) {
-	if asked != "" {
-		if s, gb, ok := strings.Cut(asked, ":"); !ok || s == "" || gb == "" {
-			return "", fmt.Errorf("--rootfs %q: want STORAGE:GB", asked)
-		}
-		return asked, nil
-	}
-	sts, err := cl.Storages(ctx, node, "rootdir")
-	if err != nil {
-		return "", err
-	}
-	for _, s := range sts {
-		if s.Holds("rootdir") && (s.Active == 1 || s.Active == 0 && s.Total > 0) {
-			need := m.RootfsSize + max(m.RootfsSize/2, 512<<20)
-			return fmt.Sprintf("%s:%d", s.Name, int(math.Ceil(float64(need)/(1<<30)))), nil
-		}
-	}
-	return "", fmt.Errorf("node %s has no storage for container root disks (content rootdir); name one with --rootfs STORAGE:GB", node)
+	return vmid, err
 }
 
 // hostnameFor makes a hostname from the image's name.

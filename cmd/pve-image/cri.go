@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/pve-image/pve-image/proxmox"
+	"github.com/pve-image/pve-image/registry"
+	"github.com/pve-image/pve-image/runtime"
+	"github.com/pve-image/pve-image/template"
+)
+
+// criConfig is the daemon's config file; flags given on the command line
+// override it.
+type criConfig struct {
+	Listen          string              `yaml:"listen"`
+	MetricsListen   string              `yaml:"metricsListen"`
+	StateDir        string              `yaml:"stateDir"`
+	TemplateDir     string              `yaml:"templateDir"`
+	TemplateStorage string              `yaml:"templateStorage"`
+	Bridge          string              `yaml:"bridge"`
+	RootfsStorage   string              `yaml:"rootfsStorage"`
+	CgroupDriver    string              `yaml:"cgroupDriver"`
+	PinnedImages    []string            `yaml:"pinnedImages"`
+	RegistryMirrors map[string][]string `yaml:"registryMirrors"`
+	RegistryConfig  string              `yaml:"registryConfig"`
+	Proxmox         *pveContext         `yaml:"proxmox"`
+}
+
+func (a *app) criCommand() *cobra.Command {
+	var cfgPath string
+	var c criConfig
+	var pf pveFlags
+	var cf convertFlags
+	var grace time.Duration
+	cmd := &cobra.Command{
+		Use:   "cri [--listen unix:///run/pve-image/cri.sock] [--config FILE]",
+		Short: "Serve the Kubernetes CRI: images as Proxmox templates, pods as Proxmox containers",
+		Long: `Serve runtime.v1's ImageService and RuntimeService over gRPC for kubelet and
+crictl. PullImage pulls, converts and stores templates (in --template-dir, a
+local Proxmox storage directory, or over the API into --storage); containers
+are Proxmox LXC containers created from them on --node. See the README for
+the KubeletConfiguration and the systemd unit (scripts/systemd).
+
+Settings come from flags, then the YAML --config file (same names in
+camelCase; proxmox: holds url, token, fingerprint, node, storage ...).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfgPath != "" {
+				b, err := os.ReadFile(cfgPath)
+				if err != nil {
+					return err
+				}
+				var file criConfig
+				if err := yaml.Unmarshal(b, &file); err != nil {
+					return fmt.Errorf("config %s: %w", cfgPath, err)
+				}
+				mergeCRIConfig(cmd, &c, file, &pf, a)
+			}
+			return a.serveCRI(cmd.Context(), c, &pf, &cf, grace)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfgPath, "config", "", "YAML config file")
+	f.StringVar(&c.Listen, "listen", "unix:///run/pve-image/cri.sock", "gRPC endpoint: unix:///path or tcp://host:port")
+	f.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9102)")
+	f.StringVar(&c.StateDir, "state-dir", "", "where pods, containers and images are recorded (default: <cache-dir>/cri)")
+	f.StringVar(&c.TemplateDir, "template-dir", "", "local template directory, e.g. /var/lib/vz/template/cache on a Proxmox node (default: push over the API to --storage)")
+	f.StringVar(&c.TemplateStorage, "template-storage", "local", "the Proxmox storage --template-dir belongs to")
+	f.StringVar(&c.Bridge, "bridge", "vmbr0", "bridge for containers' eth0")
+	f.StringVar(&c.RootfsStorage, "rootfs-storage", "", "storage for container root disks (default: the node's first rootdir storage)")
+	f.StringVar(&c.CgroupDriver, "cgroup-driver", "systemd", "cgroup driver to report to kubelet: systemd or cgroupfs")
+	f.StringArrayVar(&c.PinnedImages, "pinned-image", nil, "image kubelet must not garbage-collect (repeatable)")
+	f.DurationVar(&grace, "shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for calls in flight, then stop hard")
+	pf.register(cmd, true)
+	cf.register(cmd)
+	return cmd
+}
+
+// mergeCRIConfig fills what no flag set from the file.
+func mergeCRIConfig(cmd *cobra.Command, c *criConfig, file criConfig, pf *pveFlags, a *app) {
+	set := func(flag string, dst *string, v string) {
+		if !cmd.Flags().Changed(flag) && v != "" {
+			*dst = v
+		}
+	}
+	set("listen", &c.Listen, file.Listen)
+	set("metrics-listen", &c.MetricsListen, file.MetricsListen)
+	set("state-dir", &c.StateDir, file.StateDir)
+	set("template-dir", &c.TemplateDir, file.TemplateDir)
+	set("template-storage", &c.TemplateStorage, file.TemplateStorage)
+	set("bridge", &c.Bridge, file.Bridge)
+	set("rootfs-storage", &c.RootfsStorage, file.RootfsStorage)
+	set("cgroup-driver", &c.CgroupDriver, file.CgroupDriver)
+	if !cmd.Flags().Changed("pinned-image") {
+		c.PinnedImages = file.PinnedImages
+	}
+	for host, urls := range file.RegistryMirrors {
+		for _, u := range urls {
+			a.mirrors = append(a.mirrors, host+"="+u)
+		}
+	}
+	if a.hostsDir == "" {
+		a.hostsDir = file.RegistryConfig
+	}
+	if p := file.Proxmox; p != nil {
+		set("pve-url", &pf.url, p.URL)
+		set("pve-token", &pf.token, p.Token)
+		set("pve-user", &pf.user, p.User)
+		set("pve-password", &pf.password, p.Password)
+		set("pve-fingerprint", &pf.fingerprint, p.Fingerprint)
+		set("node", &pf.node, p.Node)
+		set("storage", &pf.storage, p.Storage)
+		if !cmd.Flags().Changed("pve-insecure") {
+			pf.insecure = p.Insecure
+		}
+	}
+}
+
+func (a *app) serveCRI(ctx context.Context, c criConfig, pf *pveFlags, cf *convertFlags, grace time.Duration) error {
+	b, err := a.builder(nil)
+	if err != nil {
+		return err
+	}
+	opts, err := cf.options(template.Zstd)
+	if err != nil {
+		return err
+	}
+	plat, err := registry.ParsePlatform(a.platform)
+	if err != nil {
+		return err
+	}
+	mirrors, err := a.registryMirrors()
+	if err != nil {
+		return err
+	}
+	pc, err := pf.resolve()
+	if err != nil {
+		return err
+	}
+	var cl *proxmox.Client
+	if pc.URL != "" {
+		if cl, _, err = a.dial(ctx, pf); err != nil {
+			return err
+		}
+		if err := needNode(pc); err != nil {
+			return err
+		}
+	}
+	var store runtime.TemplateStore
+	switch {
+	case c.TemplateDir != "":
+		store = &runtime.DirStore{Dir: c.TemplateDir, Storage: c.TemplateStorage}
+	case cl != nil:
+		store = &runtime.PVEStore{Client: cl, Node: pc.Node, Storage: pc.Storage, CacheDir: b.Cache.Dir()}
+	default:
+		return errors.New("no template store: give --template-dir, or a Proxmox connection (--pve-url ...) to push templates to --storage")
+	}
+	if c.StateDir == "" {
+		c.StateDir = filepath.Join(b.Cache.Dir(), "cri")
+	}
+	metrics := runtime.NewMetrics()
+	srv, err := runtime.New(runtime.Config{
+		Builder: b, Puller: registry.Options{Platform: plat, Insecure: a.insecure, Mirrors: mirrors, Version: version},
+		Convert: opts, Store: store, Proxmox: cl, Node: pc.Node, Bridge: c.Bridge, RootfsStorage: c.RootfsStorage,
+		StateDir: c.StateDir, CgroupDriver: c.CgroupDriver, PinnedImages: c.PinnedImages, Version: fullVersion(),
+		Log: a.log, Metrics: metrics,
+	})
+	if err != nil {
+		return err
+	}
+	l, err := runtime.Listen(c.Listen)
+	if err != nil {
+		return err
+	}
+	if c.MetricsListen != "" {
+		ml, err := net.Listen("tcp", c.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(ml)
+		defer hs.Close()
+	}
+	a.log.Info("serving CRI", "listen", c.Listen, "metrics", c.MetricsListen, "proxmox", pc.URL != "", "node", pc.Node)
+	fmt.Fprintf(a.stderr, "pve-image cri: serving on %s\n", c.Listen)
+	return runtime.Serve(ctx, srv.GRPCServer(), l, grace)
+}

@@ -1,0 +1,236 @@
+package runtime
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pve-image/pve-image/proxmox"
+)
+
+func (s *Server) container(id string) *containerRecord {
+	var c *containerRecord
+	s.state.view(func(st *stateFile) {
+		if x := st.Containers[id]; x != nil {
+			cp := *x
+			c = &cp
+		}
+	})
+	return c
+}
+
+func (s *Server) setContainer(c *containerRecord) error {
+	return s.state.update(func(st *stateFile) error {
+		if _, ok := st.Containers[c.ID]; ok {
+			st.Containers[c.ID] = c
+		}
+		return nil
+	})
+}
+
+// StartContainer starts the Proxmox container and waits until it runs.
+func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+	if err := s.needProxmox(); err != nil {
+		return nil, err
+	}
+	defer s.lockContainer(req.GetContainerId())()
+	c := s.container(req.GetContainerId())
+	if c == nil {
+		return nil, status.Errorf(codes.NotFound, "container %q not found", req.GetContainerId())
+	}
+	if c.State != runtimeapi.ContainerState_CONTAINER_CREATED {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %s is %s, not created", c.ID, c.State)
+	}
+	if err := s.cfg.Proxmox.StartContainer(ctx, c.Node, c.VMID); err != nil {
+		return nil, grpcError(err)
+	}
+	if err := s.cfg.Proxmox.WaitRunning(ctx, c.Node, c.VMID, time.Minute); err != nil {
+		return nil, grpcError(err)
+	}
+	c.State, c.StartedAt = runtimeapi.ContainerState_CONTAINER_RUNNING, time.Now().UnixNano()
+	return &runtimeapi.StartContainerResponse{}, grpcError(s.setContainer(c))
+}
+
+// StopContainer asks the container to halt (its init turns that into the
+// image's StopSignal), waits up to the timeout, then stops it hard.
+// Stopping a stopped or missing container succeeds.
+func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
+	defer s.lockContainer(req.GetContainerId())()
+	c := s.container(req.GetContainerId())
+	if c == nil || c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return &runtimeapi.StopContainerResponse{}, nil
+	}
+	if err := s.needProxmox(); err != nil {
+		return nil, err
+	}
+	if st, err := s.cfg.Proxmox.ContainerStatus(ctx, c.Node, c.VMID); err == nil && st.Status == "running" {
+		if err := s.cfg.Proxmox.ShutdownContainer(ctx, c.Node, c.VMID, int(max(req.GetTimeout(), 1)), true); err != nil {
+			return nil, grpcError(err)
+		}
+	}
+	c.State, c.FinishedAt, c.Reason = runtimeapi.ContainerState_CONTAINER_EXITED, time.Now().UnixNano(), "Completed"
+	return &runtimeapi.StopContainerResponse{}, grpcError(s.setContainer(c))
+}
+
+// RemoveContainer stops and destroys the Proxmox container; removing a
+// missing container succeeds.
+func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	defer s.lockContainer(req.GetContainerId())()
+	c := s.container(req.GetContainerId())
+	if c == nil {
+		return &runtimeapi.RemoveContainerResponse{}, nil
+	}
+	if err := s.needProxmox(); err != nil {
+		return nil, err
+	}
+	if _, err := s.cfg.Proxmox.ContainerStatus(ctx, c.Node, c.VMID); err == nil {
+		if err := s.cfg.Proxmox.DestroyContainer(ctx, c.Node, c.VMID, true); err != nil {
+			return nil, grpcError(err)
+		}
+	}
+	err := s.state.update(func(st *stateFile) error { delete(st.Containers, c.ID); return nil })
+	return &runtimeapi.RemoveContainerResponse{}, grpcError(err)
+}
+
+// refresh brings running records up to date with Proxmox: a container
+// whose init ended is exited. Proxmox does not report an exit status; the
+// container's console shows it.
+func (s *Server) refresh(ctx context.Context) map[int]proxmox.ContainerState {
+	if s.cfg.Proxmox == nil {
+		return nil
+	}
+	list, err := s.cfg.Proxmox.Containers(ctx, s.cfg.Node)
+	if err != nil {
+		s.log.Warn("list Proxmox containers", "err", err)
+		return nil
+	}
+	byID := map[int]proxmox.ContainerState{}
+	for _, c := range list {
+		byID[c.VMID] = c
+	}
+	s.state.update(func(st *stateFile) error {
+		for _, c := range st.Containers {
+			pc, ok := byID[c.VMID]
+			if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING && (!ok || pc.Status != "running") {
+				c.State, c.FinishedAt, c.Reason = runtimeapi.ContainerState_CONTAINER_EXITED, time.Now().UnixNano(), "Exited"
+				c.Message = "the container's program ended; its exit status is on the container's console (Proxmox does not report it)"
+				if !ok {
+					c.State, c.Reason, c.Message = runtimeapi.ContainerState_CONTAINER_UNKNOWN, "Gone", "the Proxmox container "+strconv.Itoa(c.VMID)+" no longer exists"
+				}
+			}
+		}
+		return nil
+	})
+	return byID
+}
+
+func (c *containerRecord) toProto() *runtimeapi.Container {
+	return &runtimeapi.Container{Id: c.ID, PodSandboxId: c.SandboxID, Metadata: c.Metadata,
+		Image: &runtimeapi.ImageSpec{Image: c.Image}, ImageRef: c.ImageRef, ImageId: c.ImageRef, State: c.State,
+		CreatedAt: c.CreatedAt, Labels: c.Labels, Annotations: c.Annotations}
+}
+
+// ListContainers lists containers, filtered by id, state, pod and labels.
+func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	s.refresh(ctx)
+	f := req.GetFilter()
+	resp := &runtimeapi.ListContainersResponse{}
+	s.state.view(func(st *stateFile) {
+		for _, id := range sortedKeys(st.Containers) {
+			c := st.Containers[id]
+			if f != nil && ((f.Id != "" && f.Id != id) || (f.State != nil && f.State.State != c.State) ||
+				(f.PodSandboxId != "" && f.PodSandboxId != c.SandboxID) || !matchLabels(c.Labels, f.LabelSelector)) {
+				continue
+			}
+			resp.Containers = append(resp.Containers, c.toProto())
+		}
+	})
+	return resp, nil
+}
+
+// ContainerStatus describes a container; a missing one is NotFound.
+func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+	s.refresh(ctx)
+	c := s.container(req.GetContainerId())
+	if c == nil {
+		return nil, status.Errorf(codes.NotFound, "container %q not found", req.GetContainerId())
+	}
+	resp := &runtimeapi.ContainerStatusResponse{Status: &runtimeapi.ContainerStatus{
+		Id: c.ID, Metadata: c.Metadata, State: c.State, CreatedAt: c.CreatedAt, StartedAt: c.StartedAt, FinishedAt: c.FinishedAt,
+		ExitCode: c.ExitCode, Image: &runtimeapi.ImageSpec{Image: c.Image}, ImageRef: c.ImageRef, ImageId: c.ImageRef,
+		Reason: c.Reason, Message: c.Message, Labels: c.Labels, Annotations: c.Annotations, LogPath: c.LogPath,
+		Resources: &runtimeapi.ContainerResources{Linux: c.Resources},
+	}}
+	if req.GetVerbose() {
+		resp.Info = map[string]string{"info": `{"node":"` + c.Node + `","vmid":` + strconv.Itoa(c.VMID) + `}`}
+	}
+	return resp, nil
+}
+
+func (c *containerRecord) stats(pc proxmox.ContainerState, now int64) *runtimeapi.ContainerStats {
+	cores := max(pc.CPUs, 1)
+	return &runtimeapi.ContainerStats{
+		Attributes: &runtimeapi.ContainerAttributes{Id: c.ID, Metadata: c.Metadata, Labels: c.Labels, Annotations: c.Annotations},
+		Cpu: &runtimeapi.CpuUsage{Timestamp: now,
+			UsageNanoCores: &runtimeapi.UInt64Value{Value: uint64(pc.CPU * cores * 1e9)},
+			// Proxmox reports the recent load, not a total: approximate the
+			// total as that load over the uptime.
+			UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: uint64(pc.CPU * cores * float64(pc.Uptime) * 1e9)}},
+		Memory: &runtimeapi.MemoryUsage{Timestamp: now, WorkingSetBytes: &runtimeapi.UInt64Value{Value: uint64(max(pc.Mem, 0))},
+			UsageBytes: &runtimeapi.UInt64Value{Value: uint64(max(pc.Mem, 0))}, AvailableBytes: &runtimeapi.UInt64Value{Value: uint64(max(pc.MaxMem-pc.Mem, 0))}},
+		WritableLayer: &runtimeapi.FilesystemUsage{Timestamp: now, FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: "/"},
+			UsedBytes: &runtimeapi.UInt64Value{Value: uint64(max(pc.Disk, 0))}},
+	}
+}
+
+// ContainerStats reports a container's usage from Proxmox's status.
+func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
+	byID := s.refresh(ctx)
+	c := s.container(req.GetContainerId())
+	if c == nil {
+		return nil, status.Errorf(codes.NotFound, "container %q not found", req.GetContainerId())
+	}
+	return &runtimeapi.ContainerStatsResponse{Stats: c.stats(byID[c.VMID], time.Now().UnixNano())}, nil
+}
+
+// ListContainerStats reports every listed container's usage.
+func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
+	byID := s.refresh(ctx)
+	f := req.GetFilter()
+	now := time.Now().UnixNano()
+	resp := &runtimeapi.ListContainerStatsResponse{}
+	s.state.view(func(st *stateFile) {
+		for _, id := range sortedKeys(st.Containers) {
+			c := st.Containers[id]
+			if f != nil && ((f.Id != "" && f.Id != id) || (f.PodSandboxId != "" && f.PodSandboxId != c.SandboxID) || !matchLabels(c.Labels, f.LabelSelector)) {
+				continue
+			}
+			resp.Stats = append(resp.Stats, c.stats(byID[c.VMID], now))
+		}
+	})
+	return resp, nil
+}
+
+// UpdateContainerResources changes memory and CPU limits with a config PUT.
+func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
+	if err := s.needProxmox(); err != nil {
+		return nil, err
+	}
+	c := s.container(req.GetContainerId())
+	if c == nil {
+		return nil, status.Errorf(codes.NotFound, "container %q not found", req.GetContainerId())
+	}
+	opts := map[string]string{}
+	applyResources(opts, req.GetLinux())
+	if len(opts) > 0 {
+		if err := s.cfg.Proxmox.SetContainerConfig(ctx, c.Node, c.VMID, opts); err != nil {
+			return nil, grpcError(err)
+		}
+	}
+	c.Resources = req.GetLinux()
+	return &runtimeapi.UpdateContainerResourcesResponse{}, grpcError(s.setContainer(c))
+}

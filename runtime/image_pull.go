@@ -1,0 +1,119 @@
+package runtime
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pve-image/pve-image/registry"
+	"github.com/pve-image/pve-image/template"
+)
+
+// PullImage pulls an image, converts it into a template (from the cache when
+// it was converted before), puts the template into the store and records
+// the image under the name it was pulled by. Concurrent pulls of one image
+// do the work once: they wait for each other here, and the cache's locks
+// cover other processes. A cancelled pull stores nothing.
+func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
+	start := time.Now()
+	id, err := s.pull(ctx, req)
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	s.cfg.Metrics.pulls.WithLabelValues(result).Inc()
+	s.cfg.Metrics.pullTime.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &runtimeapi.PullImageResponse{ImageRef: id}, nil
+}
+
+func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest) (string, error) {
+	ref, err := parseImage(req.GetImage().GetImage())
+	if err != nil {
+		return "", err
+	}
+	auth, err := authFor(req.GetAuth(), ref)
+	if err != nil {
+		return "", err
+	}
+	mu, _ := s.pulls.LoadOrStore(ref.String(), &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
+
+	opts := s.cfg.Puller
+	opts.Auth = auth
+	b := *s.cfg.Builder
+	b.Puller = registry.NewPuller(b.Cache, opts)
+	res, err := b.Convert(ctx, ref, s.cfg.Convert)
+	if err != nil {
+		return "", err
+	}
+	if res.Hit {
+		s.cfg.Metrics.cacheHits.Inc()
+	} else {
+		s.cfg.Metrics.conversions.Inc()
+	}
+	name := template.StorageName(res.Entry.File, res.Entry.SHA256)
+	volid, err := s.cfg.Store.Put(ctx, res.Path(), name, res.Entry.SHA256, res.Entry.Size)
+	if err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	m := res.Meta
+	tag, digest := "", ""
+	if t := ref.TagOrDigest(); t != "" && !isDigest(t) {
+		tag = ref.String()
+	}
+	top := m.ManifestDigest
+	if m.IndexDigest != "" {
+		top = m.IndexDigest
+	}
+	digest = ref.Repository() + "@" + top
+	err = s.state.update(func(st *stateFile) error {
+		img := st.Images[m.ConfigDigest]
+		if img == nil {
+			img = &imageRecord{ID: m.ConfigDigest}
+			st.Images[m.ConfigDigest] = img
+		}
+		// A tag names one image: it leaves the image it named before.
+		for _, other := range st.Images {
+			if other != img {
+				other.RepoTags = slices.DeleteFunc(other.RepoTags, func(t string) bool { return t == tag })
+			}
+		}
+		if tag != "" && !slices.Contains(img.RepoTags, tag) {
+			img.RepoTags = append(img.RepoTags, tag)
+			slices.Sort(img.RepoTags)
+		}
+		if !slices.Contains(img.RepoDigests, digest) {
+			img.RepoDigests = append(img.RepoDigests, digest)
+			slices.Sort(img.RepoDigests)
+		}
+		img.Size, img.User, img.Template, img.Volid, img.CacheKey = res.Entry.Size, m.Config.User, name, volid, res.Entry.Key
+		img.Pinned = s.pinned(img)
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return m.ConfigDigest, nil
+}
+
+func isDigest(s string) bool { _, ok := isImageID(s); return ok }
+
+func (s *Server) pinned(img *imageRecord) bool {
+	for _, p := range s.cfg.PinnedImages {
+		r, err := registry.ParseReference(p, nil)
+		if err == nil && (slices.Contains(img.RepoTags, r.String()) || slices.Contains(img.RepoDigests, r.String())) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,146 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// imageRecord is an image the ImageService holds.
+type imageRecord struct {
+	ID          string   `json:"id"` // sha256:<config digest>
+	RepoTags    []string `json:"repoTags,omitempty"`
+	RepoDigests []string `json:"repoDigests,omitempty"`
+	Size        int64    `json:"size"`
+	User        string   `json:"user,omitempty"`
+	Template    string   `json:"template"` // file name in the template store
+	Volid       string   `json:"volid"`    // the template as Proxmox names it
+	CacheKey    string   `json:"cacheKey"` // where its metadata lives in the cache
+	Pinned      bool     `json:"pinned,omitempty"`
+}
+
+// sandboxRecord is a pod sandbox: a group of containers.
+type sandboxRecord struct {
+	ID          string                            `json:"id"`
+	Metadata    *runtimeapi.PodSandboxMetadata    `json:"metadata"`
+	State       runtimeapi.PodSandboxState        `json:"state"`
+	CreatedAt   int64                             `json:"createdAt"`
+	Labels      map[string]string                 `json:"labels,omitempty"`
+	Annotations map[string]string                 `json:"annotations,omitempty"`
+	Hostname    string                            `json:"hostname,omitempty"`
+	LogDir      string                            `json:"logDir,omitempty"`
+	Handler     string                            `json:"handler,omitempty"`
+	Linux       *runtimeapi.LinuxPodSandboxConfig `json:"-"`
+}
+
+// containerRecord is a container: a Proxmox LXC container.
+type containerRecord struct {
+	ID          string                              `json:"id"`
+	SandboxID   string                              `json:"sandboxId"`
+	Metadata    *runtimeapi.ContainerMetadata       `json:"metadata"`
+	Image       string                              `json:"image"`    // as the user asked for it
+	ImageRef    string                              `json:"imageRef"` // the image's ID
+	Node        string                              `json:"node"`
+	VMID        int                                 `json:"vmid"`
+	State       runtimeapi.ContainerState           `json:"state"`
+	CreatedAt   int64                               `json:"createdAt"`
+	StartedAt   int64                               `json:"startedAt,omitempty"`
+	FinishedAt  int64                               `json:"finishedAt,omitempty"`
+	ExitCode    int32                               `json:"exitCode"`
+	Reason      string                              `json:"reason,omitempty"`
+	Message     string                              `json:"message,omitempty"`
+	Labels      map[string]string                   `json:"labels,omitempty"`
+	Annotations map[string]string                   `json:"annotations,omitempty"`
+	LogPath     string                              `json:"logPath,omitempty"`
+	Resources   *runtimeapi.LinuxContainerResources `json:"resources,omitempty"`
+}
+
+// stateFile is everything the daemon keeps across restarts.
+type stateFile struct {
+	Images     map[string]*imageRecord     `json:"images"`
+	Sandboxes  map[string]*sandboxRecord   `json:"sandboxes"`
+	Containers map[string]*containerRecord `json:"containers"`
+}
+
+// store keeps the state in memory and in one JSON file, rewritten whole
+// (temporary file, fsync, rename) after each change.
+type store struct {
+	mu   sync.Mutex
+	path string
+	s    stateFile
+}
+
+func openStore(dir string) (*store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	st := &store{path: filepath.Join(dir, "state.json"), s: stateFile{
+		Images: map[string]*imageRecord{}, Sandboxes: map[string]*sandboxRecord{}, Containers: map[string]*containerRecord{},
+	}}
+	b, err := os.ReadFile(st.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return st, nil
+	case err != nil:
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &st.s); err != nil {
+		return nil, fmt.Errorf("state %s: %w", st.path, err)
+	}
+	if st.s.Images == nil {
+		st.s.Images = map[string]*imageRecord{}
+	}
+	if st.s.Sandboxes == nil {
+		st.s.Sandboxes = map[string]*sandboxRecord{}
+	}
+	if st.s.Containers == nil {
+		st.s.Containers = map[string]*containerRecord{}
+	}
+	return st, nil
+}
+
+// update runs fn under the lock and saves when it returns nil.
+func (st *store) update(fn func(s *stateFile) error) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := fn(&st.s); err != nil {
+		return err
+	}
+	return st.save()
+}
+
+// view runs fn under the lock.
+func (st *store) view(fn func(s *stateFile)) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	fn(&st.s)
+}
+
+func (st *store) save() error {
+	b, err := json.MarshalIndent(st.s, "", " ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(st.path), ".state-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), st.path)
+}
