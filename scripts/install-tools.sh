@@ -2,6 +2,7 @@
 # Installs the helper binaries tests and benchmarks use into bin/, pinned:
 #   registry  CNCF Distribution registry (integration tests)
 #   crane     go-containerregistry's CLI (the benchmark's peer pipeline)
+#   crictl, critest  cri-tools v1.37.0 (CRI tests)
 # Each is built from the Go module proxy with `go install`; a binary already
 # present at the pinned version is kept.
 set -euo pipefail
@@ -21,3 +22,20 @@ install() { # name module version
 
 install registry github.com/distribution/distribution/v3/cmd/registry v3.1.2
 install crane github.com/google/go-containerregistry/cmd/crane v0.22.1
+
+# crictl and critest from cri-tools v1.37.0 (pinned in scripts/critest/go.mod).
+# critest is a test binary: go install cannot build it (cri.md §2.1).
+critools() {
+	local stamp=bin/.cri-tools.version want
+	want="cri-tools@v1.37.0 $(sha256sum scripts/critest/go.sum | cut -c1-16)"
+	if [[ -x bin/crictl && -x bin/critest && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+		return
+	fi
+	echo "installing crictl and critest (cri-tools v1.37.0)" >&2
+	local ldflags='-X sigs.k8s.io/cri-tools/pkg/version.Version=1.37.0'
+	(cd scripts/critest &&
+		CGO_ENABLED=0 go build -ldflags "$ldflags" -o ../../bin/crictl sigs.k8s.io/cri-tools/cmd/crictl &&
+		CGO_ENABLED=0 go test -c -ldflags "$ldflags" -o ../../bin/critest sigs.k8s.io/cri-tools/cmd/critest)
+	echo "$want" >"$stamp"
+}
+critools
