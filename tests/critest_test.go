@@ -25,15 +25,15 @@ func TestCritest(t *testing.T) {
 	reg := StartRegistry(t, RegistryOptions{})
 	const staging = "k8s-staging-cri-tools/"
 	for ref, cfg := range map[string]v1.Config{
-		staging + "test-image-tag:test":                  {},
-		staging + "test-image-tag:all":                   {},
-		staging + "test-image-latest:latest":             {},
-		staging + "test-image-1:latest":                  {},
-		staging + "test-image-2:latest":                  {},
-		staging + "test-image-3:latest":                  {},
-		staging + "test-image-user-uid:latest":           {User: "1002"},
-		staging + "test-image-user-username:latest":      {User: "www-data"},
-		staging + "test-image-user-uid-group:latest":     {User: "1003:1004"},
+		staging + "test-image-tag:test":                   {},
+		staging + "test-image-tag:all":                    {},
+		staging + "test-image-latest:latest":              {},
+		staging + "test-image-1:latest":                   {},
+		staging + "test-image-2:latest":                   {},
+		staging + "test-image-3:latest":                   {},
+		staging + "test-image-user-uid:latest":            {User: "1002"},
+		staging + "test-image-user-username:latest":       {User: "www-data"},
+		staging + "test-image-user-uid-group:latest":      {User: "1003:1004"},
 		staging + "test-image-user-username-group:latest": {User: "www-data:1004"},
 		"pause:3.9": {},
 	} {
