@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 
 	"github.com/pve-image/pve-image/proxmox"
+	"github.com/pve-image/pve-image/template"
 )
 
 // TemplateStore is where converted templates go for Proxmox to create
@@ -42,31 +42,8 @@ func (d *DirStore) Put(ctx context.Context, path, name, _ string, size int64) (s
 	if err := os.MkdirAll(d.Dir, 0o755); err != nil {
 		return "", err
 	}
-	in, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer in.Close()
-	tmp, err := os.CreateTemp(d.Dir, "."+name+".tmp-*")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = io.Copy(tmp, in)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), dst)
-	}
-	if err != nil {
-		return "", fmt.Errorf("template store %s: %w", d.Dir, err)
+	if err := template.CopyFile(path, dst); err != nil {
+		return "", fmt.Errorf("template store: %w", err)
 	}
 	return volid, nil
 }

@@ -126,24 +126,7 @@ func (m *Meta) PVEConfig(native bool, o Overrides) (PVEConfig, error) {
 
 // MergeEnv puts over on top of base: a key in both takes over's value in
 // base's place, new keys go at the end.
-func MergeEnv(base, over []string) []string {
-	out := append([]string{}, base...)
-	idx := map[string]int{}
-	for i, kv := range out {
-		k, _, _ := strings.Cut(kv, "=")
-		idx[k] = i
-	}
-	for _, kv := range over {
-		k, _, _ := strings.Cut(kv, "=")
-		if i, ok := idx[k]; ok {
-			out[i] = kv
-			continue
-		}
-		idx[k] = len(out)
-		out = append(out, kv)
-	}
-	return out
-}
+func MergeEnv(base, over []string) []string { return runspec.MergeEnv(base, over, nil) }
 
 // Spec completes the create options with this config's: ostype, arch and
 // features go into the create call, each NIC gets NetOptions, and

@@ -74,7 +74,9 @@ func main() {
 	if i := slices.Index(os.Args, "--"); i >= 0 && i+1 < len(os.Args) {
 		spec.Args = os.Args[i+1:]
 	}
-	spec.Env = mergeEnv(spec.Env, os.Environ())
+	// The environment LXC was given (Proxmox's env option) overrides the
+	// image's, less LXC's own variables.
+	spec.Env = runspec.MergeEnv(spec.Env, os.Environ(), func(k string) bool { return lxcVars[k] })
 	if err := applyOverrides(spec); err != nil {
 		logf("%v", err)
 		os.Exit(111)
@@ -117,30 +119,6 @@ func applyOverrides(spec *runspec.Spec) error {
 
 // lxcVars are what LXC puts into init's environment for its own use.
 var lxcVars = map[string]bool{"container": true, "container_ttys": true, "container_uuid": true}
-
-// mergeEnv overlays the variables LXC was given (Proxmox's env option) on
-// the image's.
-func mergeEnv(image, given []string) []string {
-	out := slices.Clone(image)
-	index := map[string]int{}
-	for i, kv := range out {
-		k, _, _ := strings.Cut(kv, "=")
-		index[k] = i
-	}
-	for _, kv := range given {
-		k, _, _ := strings.Cut(kv, "=")
-		if lxcVars[k] || k == "" {
-			continue
-		}
-		if i, ok := index[k]; ok {
-			out[i] = kv
-		} else {
-			index[k] = len(out)
-			out = append(out, kv)
-		}
-	}
-	return out
-}
 
 func lookPath(file string, env []string) string {
 	if strings.Contains(file, "/") {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,17 +107,12 @@ from the cache: one manifest request for a tag, none for a digest.`,
 			if err != nil {
 				return err
 			}
-			comp := template.Zstd
-			var f template.Format
-			switch format {
-			case "", "template":
-			case "oci-archive":
-				comp, f = template.None, template.FormatOCIArchive
-				if out != "" && !strings.HasSuffix(out, ".tar") {
-					return fmt.Errorf("-o %s: an OCI archive for Proxmox must end in .tar (its importer looks at nothing else)", out)
-				}
-			default:
-				return fmt.Errorf("--format %q: want template or oci-archive", format)
+			comp, f, err := parseFormat(format)
+			if err != nil {
+				return err
+			}
+			if f == template.FormatOCIArchive && out != "" && !strings.HasSuffix(out, ".tar") {
+				return fmt.Errorf("-o %s: an OCI archive for Proxmox must end in .tar (its importer looks at nothing else)", out)
 			}
 			if out != "" && f == template.FormatTemplate {
 				if comp, err = template.CompressionFromName(out); err != nil {
@@ -148,7 +142,7 @@ from the cache: one manifest request for a tag, none for a digest.`,
 				fmt.Fprintln(a.stdout, res.Path())
 				return nil
 			}
-			if err := copyAtomic(res.Path(), out); err != nil {
+			if err := template.CopyFile(res.Path(), out); err != nil {
 				return err
 			}
 			fmt.Fprintln(a.stdout, out)
@@ -161,33 +155,13 @@ from the cache: one manifest request for a tag, none for a digest.`,
 	return cmd
 }
 
-// copyAtomic copies src to dst through a temporary file beside dst.
-func copyAtomic(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
+// parseFormat reads --format: the compression and format to convert to.
+func parseFormat(format string) (template.Compression, template.Format, error) {
+	switch format {
+	case "", "template":
+		return template.Zstd, template.FormatTemplate, nil
+	case "oci-archive":
+		return template.None, template.FormatOCIArchive, nil
 	}
-	defer in.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = io.Copy(tmp, in)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), dst)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	return nil
+	return "", "", fmt.Errorf("--format %q: want template or oci-archive", format)
 }

@@ -36,11 +36,8 @@ the volume ID.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			cl, pc, err := a.dial(ctx, &pf)
+			cl, pc, err := a.dialNode(ctx, &pf)
 			if err != nil {
-				return err
-			}
-			if err := needNode(pc); err != nil {
 				return err
 			}
 			src, err := a.templateFor(ctx, args[0], &cf, format)
@@ -90,14 +87,9 @@ func (a *app) templateFor(ctx context.Context, arg string, cf *convertFlags, for
 	if err != nil {
 		return nil, err
 	}
-	comp := template.Zstd
-	var f template.Format
-	switch format {
-	case "", "template":
-	case "oci-archive":
-		comp, f = template.None, template.FormatOCIArchive
-	default:
-		return nil, fmt.Errorf("--format %q: want template or oci-archive", format)
+	comp, f, err := parseFormat(format)
+	if err != nil {
+		return nil, err
 	}
 	opts, err := cf.options(comp)
 	if err != nil {

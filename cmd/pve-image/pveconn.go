@@ -160,6 +160,15 @@ func (a *app) dial(ctx context.Context, f *pveFlags) (*proxmox.Client, pveContex
 	return cl, c, nil
 }
 
+// dialNode connects and makes sure a node is named.
+func (a *app) dialNode(ctx context.Context, f *pveFlags) (*proxmox.Client, pveContext, error) {
+	cl, pc, err := a.dial(ctx, f)
+	if err == nil {
+		err = needNode(pc)
+	}
+	return cl, pc, err
+}
+
 func needNode(c pveContext) error {
 	if c.Node == "" {
 		return errors.New("no node: give --node (or PVE_NODE, or node: in the config context)")

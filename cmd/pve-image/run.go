@@ -49,11 +49,8 @@ again if another client wins the race.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			cl, pc, err := a.dial(ctx, &pf)
+			cl, pc, err := a.dialNode(ctx, &pf)
 			if err != nil {
-				return err
-			}
-			if err := needNode(pc); err != nil {
 				return err
 			}
 			t, err := a.templateFor(ctx, args[0], &cf, "template")

@@ -24,11 +24,8 @@ came from: for templates pve-image pushed, read from the name
 when the local cache holds the same template.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, pc, err := a.dial(cmd.Context(), &pf)
+			cl, pc, err := a.dialNode(cmd.Context(), &pf)
 			if err != nil {
-				return err
-			}
-			if err := needNode(pc); err != nil {
 				return err
 			}
 			vols, err := cl.Templates(cmd.Context(), pc.Node, pc.Storage)
@@ -84,11 +81,8 @@ func (a *app) rmCommand() *cobra.Command {
 storage. A template that is not there is an error.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, pc, err := a.dial(cmd.Context(), &pf)
+			cl, pc, err := a.dialNode(cmd.Context(), &pf)
 			if err != nil {
-				return err
-			}
-			if err := needNode(pc); err != nil {
 				return err
 			}
 			for _, arg := range args {

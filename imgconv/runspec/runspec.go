@@ -350,3 +350,36 @@ func (d *decoder) string() (string, error) {
 	}
 	return "", d.fail("unterminated string")
 }
+
+// MergeEnv puts over on top of base: a key in both takes over's value in
+// base's place, new keys go at the end, keys skip says no to are left out.
+func MergeEnv(base, over []string, skip func(key string) bool) []string {
+	out := append([]string{}, base...)
+	idx := map[string]int{}
+	for i, kv := range out {
+		k, _, _ := cutEq(kv)
+		idx[k] = i
+	}
+	for _, kv := range over {
+		k, _, _ := cutEq(kv)
+		if k == "" || (skip != nil && skip(k)) {
+			continue
+		}
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
+func cutEq(kv string) (k, v string, ok bool) {
+	for i := 0; i < len(kv); i++ {
+		if kv[i] == '=' {
+			return kv[:i], kv[i+1:], true
+		}
+	}
+	return kv, "", false
+}
