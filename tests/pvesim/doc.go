@@ -1,0 +1,156 @@
+// Package pvesim simulates the Proxmox VE API that pve-image uses: a
+// cluster of nodes behind one HTTPS endpoint, with storages, template
+// uploads, worker tasks and LXC containers. Tests run it in-process (New,
+// Start, Close); cmd/pvesim serves one for manual trials. With
+// Options.RealLXC the containers are real unprivileged LXC containers, made
+// and run the way Proxmox does (package pvelxc).
+//
+// Everything here copies Proxmox's behaviour as read in its source, at the
+// commits listed in shared/reference/proxmox.md; "§n" below is a section of
+// that file. The API schema (pve-docs apidata.js, §8) gave the parameters,
+// enums, limits and permissions. Where the simulator departs from Proxmox,
+// the comment at that spot says so.
+//
+// # Copied
+//
+// Transport and errors (§5; pve-http-server src/PVE/APIServer/AnyEvent.pm,
+// Formatter/Standard.pm; pve-manager PVE/HTTPServer.pm rest_handler):
+//   - Base /api2/json; bodies form-encoded (decode_urlencoded, including its
+//     habit of cutting a value at an unescaped '=') or JSON; query
+//     parameters merged over the body; GET/DELETE take only the query.
+//   - Answers {"data": ...} (plus "total" for task logs). Errors carry the
+//     message's first line as the HTTP reason phrase; handler errors have
+//     the body {"data":null,"message":"...\n"} (libpve-http-server-perl
+//     ≥ 5.2.0, fix #6503), parameter errors are 400 "Parameter verification
+//     failed." with "errors"; a first line holding a CR becomes an empty 400
+//     Bad Request (commit 936007a). The connection is closed after any
+//     status ≥ 400 (keep_alive = 0).
+//   - Parameter validation with PVE::JSONSchema's messages (pve-common
+//     src/PVE/JSONSchema.pm): unknown and missing properties, "requires",
+//     enums, patterns, lengths, bounds, integer/number checks, booleans
+//     only as 0/1, formats pve-node, pve-vmid, pve-storage-id, dns-name and
+//     the property strings net[n], features, rootfs.
+//   - Chunked requests: 501 "chunked transfer encoding not supported"
+//     (process_header); non-upload bodies over 512 KiB: 501.
+//
+// Authentication (§5; HTTPServer.pm auth_handler; pve-access-control
+// AccessControl.pm, API2/AccessControl.pm create_ticket; pve-common
+// Ticket.pm):
+//   - "Authorization: PVEAPIToken=USER@REALM!NAME=SECRET" (or a space
+//     after the name), split at the last '='; tokens skip CSRF.
+//   - Tickets from POST /access/ticket ("PVE:user:HEXTIME::sig", signed
+//     with an HMAC instead of RSA), sent as Cookie PVEAuthCookie or in
+//     Authorization; CSRFPreventionToken "HEXTIME:hmac" on every non-GET;
+//     renewal with the ticket as password; lifetime Options.TicketLifetime.
+//   - Failures: 401 "No ticket", "Authentication failed!" or "Permission
+//     denied - invalid csrf token", empty body, after Options.AuthDelay;
+//     POST /access/ticket answers 401 "authentication failure".
+//   - Uploads skip CSRF but check Datastore.AllocateTemplate before reading
+//     the body (403, empty, delayed).
+//   - Permission errors "Permission check failed (/path, Priv)"; root-only
+//     checks compare the user with the exact string root@pam.
+//   - Each method's permission from the schema (§6, pve-apischema.json):
+//     upload Datastore.AllocateTemplate; content delete Datastore.Allocate;
+//     storage status/content Datastore.Audit or AllocateSpace; template use
+//     check_volume_access; CT create VM.Allocate plus Datastore.AllocateSpace
+//     on the rootfs storage and VM.Config.* per option
+//     (check_ct_modify_config_perm); status and config GET VM.Audit;
+//     start/stop/shutdown VM.PowerMgmt; destroy VM.Allocate; config PUT any
+//     VM.Config.* plus the per-option checks; node status Sys.Audit; other
+//     users' tasks Sys.Audit. Every method, /version included, needs
+//     authentication; only POST /access/ticket does not.
+//
+// Upload (§5; AnyEvent.pm L1280 file_upload_multipart and L1539-1700;
+// pve-storage src/PVE/API2/Storage/Status.pm L519 upload; Storage.pm L2483
+// normalize_content_filename):
+//   - multipart/form-data with Content-Length, streamed into
+//     Dir/<entry node>/tmp/pveupload-<hex>.
+//   - The order-sensitive parser, rebuilt from its regular expressions:
+//     content, checksum-algorithm, checksum (each optional, content also from
+//     the query), then the file part named "filename". Misordered checksum
+//     fields and unknown text fields before the file end as an empty 400; a
+//     file part with another name as 500 "wrong field name ..."; a file part
+//     never recognised as 500 "upload failed at ... line 1370.". Parser
+//     failures leave the temporary file behind, as pveproxy does.
+//   - Normalised names, "wrong file extension" (VZTMPL_EXT_RE_1, Storage.pm
+//     L118; plain .tar only from 9.1), file-based storages only, content
+//     type check, checksum verification in the imgcopy worker ("checksum
+//     mismatch: got '...' != expect '...'"), cp or scp to {node}, silent
+//     overwrite, Proxmox's log lines. No proxyto: the UPID names the entry
+//     node even for an upload to another node.
+//
+// Storage (§2; pve-storage Storage.pm, Plugin.pm parse_volname,
+// $get_subdir_files, list_volumes, free_image; API2/Storage/Content.pm):
+//   - local (dir, "backup,iso,vztmpl", per node), local-lvm (lvmthin,
+//     "rootdir,images", no path), shared (nfs, "rootdir,vztmpl", shared).
+//   - Storage list/status with the content filter; content list sorted by
+//     volid, formats tzst/tgz/txz/tbz2/tar; GET .../content/{volume} with
+//     the volume unescaped or escaped (format "raw" for templates, as
+//     parse_volname says); DELETE as an imgdel worker whose id is the
+//     storage, needing Datastore.Allocate, only warning when the file is
+//     already gone; check_volume_access.
+//
+// Tasks (§5; pve-common PVE/UPID.pm, RESTEnvironment.pm fork_worker;
+// pve-manager PVE/API2/Tasks.pm):
+//   - UPID:node:PID:PSTART:STARTTIME:type:id:user:; status with exitstatus
+//     OK, "WARNINGS: n" (each "WARN:" line) or the error; logs with 1-based
+//     line numbers, start/limit, "total", the final "TASK ..." line; stop
+//     with DELETE ("received interrupt").
+//   - A task exists only on the node that ran it: status elsewhere is 400
+//     {"upid":"no such task"}, the log elsewhere one line "unable to open
+//     file - No such file or directory".
+//   - Non-owners need Sys.Audit (Sys.Modify to stop).
+//
+// Containers (§1, §3, §6; pve-container src/PVE/API2/LXC.pm create_vm and
+// destroy_vm, API2/LXC/Status.pm, API2/LXC/Config.pm update_vm,
+// LXC/Config.pm, LXC.pm check_ct_modify_config_perm, vm_stop,
+// update_lxc_config; LXC/Setup.pm):
+//   - Create: check_vmid_unused across the cluster ("CT N already exists on
+//     node 'X'"), VM.Allocate, per-option VM.Config.* and root-only feature
+//     checks, template access, the rootfs storage must hold rootdir (400 on
+//     "storage"), default storage local, "STORAGE:SIZE" volumes, unprivileged
+//     by default from 9.0 (Sys.Modify for privileged), entrypoint, env and
+//     host-managed only from 9.1, hwaddr and type=veth added to NICs,
+//     defaults hostname CT<vmid>, memory 512, swap 512.
+//   - The vzcreate worker allocates the disk, opens the template by its
+//     name (compression from the suffix), runs OS detection on it
+//     (template.InspectFile, mirroring Setup.pm's autodetection and plugin
+//     checks): "unable to detect OS distribution", the "unknown ID" and
+//     "got unexpected ostype (detected != given)" warnings, ostype
+//     unmanaged skipping detection, architecture from /bin/sh or amd64. Any
+//     failure removes disk, container and config ("unable to create CT N -
+//     ..."); start=1 then starts it.
+//   - Start (errors in the vzstart worker, "CT N already running" at once),
+//     stop, shutdown with timeout/forceStop ("container did not stop"),
+//     destroy (refused while running unless force, which warns), status,
+//     list, config GET (typed values, digest) and PUT (delete, digest,
+//     read-only and required options). A NIC's bridge must be one of
+//     Options.Bridges when the container starts and when its config is
+//     written: "bridge 'x' does not exist".
+//   - RealLXC: pvelxc.Create unpacks the template as pct does; entrypoint,
+//     env, hostname, memory and net0 go into the LXC config, rewritten from
+//     the container's config before every start. A bridge of
+//     Options.Bridges missing on the host is replaced by a Linux bridge the
+//     simulator creates and removes.
+//
+// # Left out
+//
+//   - OCI archives as templates (§4: detected, then refused), registry
+//     pull, download-url, restore, backups, snapshots, clones, migration.
+//   - Mount points, bind mounts and devices, HA, pools, hookscripts.
+//   - ACL paths and roles: a user's or token's privileges hold on every
+//     path, and a token's are not intersected with its user's; tokens need
+//     no user entry; no TFA.
+//   - What post_create_hook and pre_start_hook write inside the rootfs
+//     (passwords, SSH keys, network, hostname, machine-id), DHCP for
+//     host-managed NICs, NICs other than net0 with RealLXC.
+//   - Pending config changes: PUT applies at once (real containers get the
+//     change at their next start, as in Proxmox).
+//   - Split reads in the multipart parser: the simulator runs it over the
+//     first 64 KiB at once, the "head arrives in one piece" case proxmox.md
+//     describes. An upload with a wrong Content-Type or a tmpfilename query
+//     parameter gets no answer in Proxmox until a timeout; here the
+//     connection is closed at once.
+//   - Disk space, bandwidth limits, storage activation, the proxying
+//     between nodes (an unknown node fails like a failed host lookup).
+package pvesim

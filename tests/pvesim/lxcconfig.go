@@ -1,0 +1,598 @@
+package pvesim
+
+import (
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/pve-image/pve-image/tests/pvelxc"
+)
+
+// Container configuration: the options of pve-container Config.pm, their
+// permissions, GET/PUT .../config, and the LXC config of real containers.
+
+// Config option types, for the JSON of GET .../config (pve-container
+// Config.pm $confdesc): integers and booleans come back as numbers.
+var confInts = map[string]bool{"cores": true, "cpuunits": true, "memory": true, "swap": true, "tty": true}
+var confBools = map[string]bool{"console": true, "debug": true, "onboot": true, "protection": true, "template": true, "unprivileged": true}
+var confNumbers = map[string]bool{"cpulimit": true}
+
+func typedConfig(conf map[string]string) map[string]any {
+	out := map[string]any{}
+	for k, v := range conf {
+		switch {
+		case confInts[k] || confBools[k]:
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+				out[k] = n
+				continue
+			}
+		case confNumbers[k]:
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				out[k] = f
+				continue
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// digest is the SHA-1 of the config file, which PUT's digest must match.
+func digest(conf map[string]string) string {
+	keys := make([]string, 0, len(conf))
+	for k := range conf {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha1.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s: %s\n", k, conf[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// The property strings of pve-container Config.pm.
+var netKeys = map[string]spec{
+	"name":         str().req().match(`[-_.\w\d]+`),
+	"bridge":       str().match(`[-_.\w\d]+`),
+	"firewall":     boolean(),
+	"gw":           str(),
+	"gw6":          str(),
+	"host-managed": boolean(),
+	"hwaddr":       str().match(`(?i)[0-9a-f][02468ace](?::[0-9a-f]{2}){5}`),
+	"ip":           str().fmtd(fmtIPv4Config),
+	"ip6":          str().fmtd(fmtIPv6Config),
+	"link_down":    boolean(),
+	"mtu":          integer().between("64", "65535"),
+	"rate":         number(),
+	"tag":          integer().between("1", "4094"),
+	"trunks":       str().match(`\d+(?:;\d+)*`),
+	"type":         str().oneOf("veth"),
+}
+
+var featureKeys = map[string]spec{
+	"force_rw_sys": boolean(), "fuse": boolean(), "keyctl": boolean(), "mknod": boolean(),
+	"mount": str().match(`[a-zA-Z0-9_; ]+`), "nesting": boolean(),
+}
+
+var rootfsKeys = map[string]spec{
+	"volume": str().req(), "size": str().match(`\d+(?:\.\d+)?[KMGT]?`),
+	"acl": boolean(), "mountoptions": str().match(`(discard|lazytime|noatime|nodev|noexec|nosuid)(;(discard|lazytime|noatime|nodev|noexec|nosuid))*`),
+	"quota": boolean(), "replicate": boolean(), "ro": boolean(), "shared": boolean(),
+}
+
+var (
+	reIPv4CIDR = regexp.MustCompile(`^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$`)
+	reIPv6CIDR = regexp.MustCompile(`^[0-9a-fA-F:]+/\d{1,3}$`)
+)
+
+func fmtIPv4Config(v string) string {
+	if v == "dhcp" || v == "manual" || reIPv4CIDR.MatchString(v) {
+		return ""
+	}
+	return "value does not look like a valid ipv4 network configuration\n"
+}
+
+func fmtIPv6Config(v string) string {
+	if v == "dhcp" || v == "manual" || v == "auto" || reIPv6CIDR.MatchString(v) {
+		return ""
+	}
+	return "value does not look like a valid ipv6 network configuration\n"
+}
+
+func propFormat(keys map[string]spec, defaultKey string) func(string) string {
+	return func(v string) string {
+		_, msg := parsePropString(v, defaultKey, keys)
+		return msg
+	}
+}
+
+// netKeysLegacy is net[n] before pve-container 6.0.15 (PVE 9.1): no
+// host-managed.
+var netKeysLegacy = func() map[string]spec {
+	m := map[string]spec{}
+	for k, v := range netKeys {
+		if k != "host-managed" {
+			m[k] = v
+		}
+	}
+	return m
+}()
+
+// confSchema are the container options of pve-container Config.pm that
+// both create and PUT config accept; appCT adds what PVE 9.1 brought for
+// application containers (entrypoint, env, host-managed NICs).
+func confSchema(appCT bool) schema {
+	nk := netKeys
+	if !appCT {
+		nk = netKeysLegacy
+	}
+	sc := schema{
+		"arch":         str().oneOf("amd64", "i386", "arm64", "armhf", "riscv32", "riscv64"),
+		"cmode":        str().oneOf("shell", "console", "tty"),
+		"console":      boolean(),
+		"cores":        integer().between("1", "8192"),
+		"cpulimit":     number().between("0", "8192"),
+		"cpuunits":     integer().between("0", "500000"),
+		"debug":        boolean(),
+		"description":  str().length(0, 8192),
+		"dev[n]":       str(),
+		"entrypoint":   str().match(`[^\x00-\x08\x10-\x1F\x7F]+`),
+		"env":          str().match(`(?:\w+=[^\x00-\x08\x10-\x1F\x7F]*)(?:\x00\w+=[^\x00-\x08\x10-\x1F\x7F]*)*`),
+		"features":     str().fmtd(propFormat(featureKeys, "")),
+		"hookscript":   str(),
+		"hostname":     str().length(0, 255).fmtd(fmtDNSName),
+		"lock":         str().oneOf("backup", "create", "destroyed", "disk", "fstrim", "migrate", "mounted", "rollback", "snapshot", "snapshot-delete"),
+		"memory":       integer().between("16", ""),
+		"mp[n]":        str(),
+		"nameserver":   str(),
+		"net[n]":       str().fmtd(propFormat(nk, "")),
+		"onboot":       boolean(),
+		"ostype":       str().oneOf("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux", "alpine", "gentoo", "nixos", "unmanaged"),
+		"protection":   boolean(),
+		"rootfs":       str().fmtd(propFormat(rootfsKeys, "volume")),
+		"searchdomain": str(),
+		"startup":      str(),
+		"swap":         integer().between("0", ""),
+		"tags":         str(),
+		"template":     boolean(),
+		"timezone":     str(),
+		"tty":          integer().between("0", "6"),
+		"unprivileged": boolean(),
+		"unused[n]":    str(),
+	}
+	if !appCT {
+		delete(sc, "entrypoint")
+		delete(sc, "env")
+	}
+	return sc
+}
+
+func lxcCreateSchema(appCT bool) schema {
+	sc := confSchema(appCT)
+	for k, v := range map[string]spec{
+		"node":                 nodeParam(),
+		"vmid":                 vmidParam(),
+		"ostemplate":           str().req().length(0, 255),
+		"password":             str().length(5, 0),
+		"storage":              str().fmtd(fmtStorageID),
+		"force":                boolean(),
+		"restore":              boolean(),
+		"unique":               boolean().needs("restore"),
+		"pool":                 str(),
+		"ignore-unpack-errors": boolean(),
+		"ssh-public-keys":      str(),
+		"bwlimit":              number().between("0", ""),
+		"start":                boolean(),
+		"ha-managed":           boolean(),
+	} {
+		sc[k] = v
+	}
+	return sc
+}
+
+var vmidSchema = schema{"node": nodeParam(), "vmid": vmidParam()}
+
+var lxcDestroySchema = schema{
+	"node": nodeParam(), "vmid": vmidParam(),
+	"force": boolean(), "purge": boolean(), "destroy-unreferenced-disks": boolean(),
+}
+
+var lxcStartSchema = schema{"node": nodeParam(), "vmid": vmidParam(), "skiplock": boolean(), "debug": boolean()}
+var lxcStopSchema = schema{"node": nodeParam(), "vmid": vmidParam(), "skiplock": boolean(), "overrule-shutdown": boolean()}
+var lxcShutdownSchema = schema{"node": nodeParam(), "vmid": vmidParam(), "timeout": integer().between("0", ""), "forceStop": boolean()}
+var lxcConfigGetSchema = schema{"node": nodeParam(), "vmid": vmidParam(), "current": boolean(), "snapshot": str().length(0, 40)}
+
+func lxcConfigPutSchema(appCT bool) schema {
+	sc := confSchema(appCT)
+	sc["node"], sc["vmid"] = nodeParam(), vmidParam()
+	sc["delete"] = str().fmtd(fmtConfigIDList)
+	sc["revert"] = str().fmtd(fmtConfigIDList)
+	sc["digest"] = str().length(0, 40)
+	return sc
+}
+
+// newDiskRe is pve-container's $NEW_DISK_RE: "STORAGE:SIZE_IN_GiB".
+var newDiskRe = regexp.MustCompile(`^([^:\s]+):(\d+(\.\d+)?)$`)
+
+// Per-option permissions of PVE::LXC::check_ct_modify_config_perm; only the
+// exact user root@pam passes the root-only checks.
+func checkModifyPerm(who *principal, vmid string, oldConf map[string]string, opts []string, newConf map[string]string, deleting, unprivileged bool) *apiError {
+	if who.isRoot() {
+		return nil
+	}
+	vm := "/vms/" + vmid
+	for _, opt := range opts {
+		switch {
+		case opt == "cores" || opt == "cpuunits" || opt == "cpulimit":
+			if err := who.check(vm, "VM.Config.CPU"); err != nil {
+				return err
+			}
+		case opt == "rootfs" || strings.HasPrefix(opt, "mp") && indexedKey.MatchString(opt):
+			if err := who.check(vm, "VM.Config.Disk"); err != nil {
+				return err
+			}
+			if deleting {
+				continue
+			}
+			vol := newConf[opt]
+			if pairs, _ := parsePropString(vol, "volume", rootfsKeys); pairs != nil {
+				vol = propMap(pairs)["volume"]
+			}
+			if strings.HasPrefix(vol, "/") {
+				return permErrText("mount point type bind is only allowed for root@pam")
+			}
+			if m := newDiskRe.FindStringSubmatch(vol); m != nil {
+				if err := who.check("/storage/"+m[1], "Datastore.AllocateSpace"); err != nil {
+					return err
+				}
+			}
+		case opt == "memory" || opt == "swap":
+			if err := who.check(vm, "VM.Config.Memory"); err != nil {
+				return err
+			}
+		case strings.HasPrefix(opt, "net") && indexedKey.MatchString(opt):
+			if err := who.check(vm, "VM.Config.Network"); err != nil {
+				return err
+			}
+		case strings.HasPrefix(opt, "dev") && indexedKey.MatchString(opt):
+			return permErrText("configuring device passthrough is only allowed for root@pam")
+		case opt == "nameserver" || opt == "searchdomain" || opt == "hostname":
+			if err := who.check(vm, "VM.Config.Network"); err != nil {
+				return err
+			}
+		case opt == "features":
+			if !unprivileged {
+				return permErrText("changing feature flags for privileged container is only allowed for root@pam")
+			}
+			oldF := map[string]string{}
+			if pairs, _ := parsePropString(oldConf["features"], "", featureKeys); pairs != nil {
+				oldF = propMap(pairs)
+			}
+			newF := map[string]string{}
+			if !deleting {
+				if pairs, _ := parsePropString(newConf["features"], "", featureKeys); pairs != nil {
+					newF = propMap(pairs)
+				}
+			}
+			nesting, other := false, false
+			for _, f := range []map[string]string{oldF, newF} {
+				for k := range f {
+					if oldF[k] != newF[k] || deleting {
+						if k == "nesting" {
+							nesting = true
+						} else {
+							other = true
+						}
+					}
+				}
+			}
+			if other {
+				return permErrText("changing feature flags (except nesting) is only allowed for root@pam")
+			}
+			if nesting {
+				if err := who.check(vm, "VM.Allocate"); err != nil {
+					return err
+				}
+			}
+		case opt == "hookscript":
+			return permErrText("changing the hookscript is only allowed for root@pam")
+		default:
+			if err := who.check(vm, "VM.Config.Options"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// normalizeNet is what print_lxc_network writes back: Proxmox adds a MAC
+// address (with its BC:24:11 prefix) and type=veth.
+func normalizeNet(v string) string {
+	pairs, _ := parsePropString(v, "", netKeys)
+	m := propMap(pairs)
+	if _, ok := m["hwaddr"]; !ok {
+		b := make([]byte, 3)
+		rand.Read(b)
+		pairs = append(pairs, [2]string{"hwaddr", fmt.Sprintf("BC:24:11:%02X:%02X:%02X", b[0], b[1], b[2])})
+	}
+	if _, ok := m["type"]; !ok {
+		pairs = append(pairs, [2]string{"type", "veth"})
+	}
+	return joinProps(pairs)
+}
+
+// uniqueTags is PVE::GuestHelpers::get_unique_tags (sorted, ';'-joined).
+func uniqueTags(v string) string {
+	seen := map[string]bool{}
+	var tags []string
+	for _, t := range splitList(v) {
+		if !seen[t] {
+			seen[t] = true
+			tags = append(tags, t)
+		}
+	}
+	sort.Strings(tags)
+	return strings.Join(tags, ";")
+}
+
+// formatSize is PVE::JSONSchema::format_size for a byte count.
+func formatSize(b int64) string {
+	for _, u := range []struct {
+		s string
+		n int64
+	}{{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if b%u.n == 0 {
+			return fmt.Sprintf("%d%s", b/u.n, u.s)
+		}
+	}
+	return strconv.FormatInt(b, 10)
+}
+
+// bridgeExists is what PVE::Network::read_bridge_mtu tests: the bridge is
+// one of Options.Bridges.
+func (s *Server) bridgeExists(name string) bool {
+	for _, b := range s.opts.Bridges {
+		if b == name {
+			return true
+		}
+	}
+	return false
+}
+
+// setupBridges gives every bridge of Options.Bridges a Linux bridge for real
+// containers: the host's own bridge of that name, or else a stand-in the
+// simulator creates (and Close removes), so that Proxmox's bridge names
+// need not exist on the test machine.
+func (s *Server) setupBridges() error {
+	s.hostBridges = map[string]string{}
+	for _, b := range s.opts.Bridges {
+		if _, err := os.Stat("/sys/class/net/" + b + "/bridge"); err == nil {
+			s.hostBridges[b] = b
+			continue
+		}
+		name := pvelxc.RandomName("pvsim")[:13]
+		for _, args := range [][]string{{"link", "add", "name", name, "type", "bridge"}, {"link", "set", name, "up"}} {
+			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+				return fmt.Errorf("creating a bridge for %s: ip %s: %v: %s", b, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+			}
+		}
+		s.ownBridges = append(s.ownBridges, name)
+		s.hostBridges[b] = name
+	}
+	return nil
+}
+
+func (s *Server) removeBridges() {
+	for _, name := range s.ownBridges {
+		exec.Command("ip", "link", "del", name).Run()
+	}
+	s.ownBridges = nil
+}
+
+func (s *Server) checkBridges(conf map[string]string) error {
+	keys := make([]string, 0)
+	for k := range conf {
+		if strings.HasPrefix(k, "net") && indexedKey.MatchString(k) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		pairs, _ := parsePropString(conf[k], "", netKeys)
+		if br := propMap(pairs)["bridge"]; !s.bridgeExists(br) {
+			return fmt.Errorf("bridge '%s' does not exist", br)
+		}
+	}
+	return nil
+}
+
+// lxcOptions is the part of the config pvelxc writes into the LXC config.
+func (s *Server) lxcOptions(conf map[string]string) pvelxc.Options {
+	o := pvelxc.Options{OSType: conf["ostype"], Arch: conf["arch"], Hostname: conf["hostname"], InitCmd: conf["entrypoint"]}
+	if env := conf["env"]; env != "" {
+		o.Env = strings.Split(env, "\x00")
+	}
+	if pairs, _ := parsePropString(conf["net0"], "", netKeys); pairs != nil {
+		m := propMap(pairs)
+		o.Bridge, o.HWAddr = s.hostBridges[m["bridge"]], m["hwaddr"]
+	}
+	o.MemoryMB, _ = strconv.Atoi(conf["memory"])
+	return o
+}
+
+// rewriteLXCConfig brings the LXC config pvelxc wrote up to date with the
+// container's config before a start, as update_lxc_config does: init
+// command, environment, host name, memory and the first NIC.
+func (s *Server) rewriteLXCConfig(l *pvelxc.Container, conf map[string]string) error {
+	path := filepath.Join(l.Dir, l.Name, "config")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	o := s.lxcOptions(conf)
+	var out []string
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		switch {
+		case strings.HasPrefix(line, "lxc.init.cmd"),
+			strings.HasPrefix(line, "lxc.environment") && line != "lxc.environment = TERM=linux",
+			strings.HasPrefix(line, "lxc.uts.name"),
+			strings.HasPrefix(line, "lxc.cgroup.memory.limit_in_bytes"),
+			strings.HasPrefix(line, "lxc.net.0."):
+			continue
+		}
+		out = append(out, line)
+	}
+	out = append(out, "lxc.uts.name = "+o.Hostname)
+	if o.InitCmd != "" {
+		out = append(out, "lxc.init.cmd = "+o.InitCmd)
+	}
+	for _, e := range o.Env {
+		out = append(out, "lxc.environment = "+e)
+	}
+	if o.MemoryMB > 0 {
+		out = append(out, fmt.Sprintf("lxc.cgroup.memory.limit_in_bytes = %d", o.MemoryMB<<20))
+	}
+	if o.Bridge != "" {
+		out = append(out, "lxc.net.0.type = veth", "lxc.net.0.link = "+o.Bridge, "lxc.net.0.name = eth0",
+			"lxc.net.0.hwaddr = "+strings.ToLower(o.HWAddr), "lxc.net.0.veth.pair = "+pvelxc.RandomName("vt"))
+	} else {
+		out = append(out, "lxc.net.0.type = empty")
+	}
+	return os.WriteFile(path, []byte(strings.Join(out, "\n")+"\n"), 0o644)
+}
+
+func (s *Server) lxcConfigGet(c *call) (any, error) {
+	if c.p.get("snapshot") != "" {
+		return nil, die("pvesim: snapshots are not simulated")
+	}
+	ct, err := s.loadConfig(c.node, c.p.get("vmid"))
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	conf := ct.conf
+	s.mu.Unlock()
+	out := typedConfig(conf)
+	out["digest"] = digest(conf)
+	return out, nil
+}
+
+// lxcConfigPut is API2/LXC/Config.pm update_vm with update_pct_config.
+// Changes apply to the stored config at once (Proxmox keeps options it
+// cannot hot-plug pending until the next start; GET shows them the same).
+func (s *Server) lxcConfigPut(c *call) (any, error) {
+	vmid := c.p.get("vmid")
+	p := map[string]string{}
+	for k, v := range c.p.v {
+		if k != "node" && k != "vmid" && k != "digest" {
+			p[k] = v
+		}
+	}
+	if len(p) == 0 {
+		return nil, die("no options specified")
+	}
+	del := splitList(p["delete"])
+	revert := splitList(p["revert"])
+	delete(p, "delete")
+	delete(p, "revert")
+	if len(revert) > 0 {
+		return nil, die("pvesim: pending changes (revert) are not simulated")
+	}
+	ct, err := s.loadConfig(c.node, vmid)
+	if err != nil {
+		return nil, err
+	}
+	ct.op.Lock()
+	defer ct.op.Unlock()
+	s.mu.Lock()
+	conf := make(map[string]string, len(ct.conf))
+	for k, v := range ct.conf {
+		conf[k] = v
+	}
+	s.mu.Unlock()
+	if l := conf["lock"]; l != "" {
+		return nil, die("CT is locked (%s)", l)
+	}
+	if d := c.p.get("digest"); d != "" && d != digest(conf) {
+		return nil, die("detected modified configuration - file changed by other user? Try again.")
+	}
+	unpriv := conf["unprivileged"] == "1"
+	if err := checkModifyPerm(c.who, vmid, conf, del, p, true, unpriv); err != nil {
+		return nil, err
+	}
+	sc := confSchema(true)
+	for _, opt := range del {
+		if _, ok := sc.lookup(opt); !ok {
+			return nil, paramErr1("delete", fmt.Sprintf("unknown option '%s'", opt))
+		}
+		if _, ok := p[opt]; ok {
+			return nil, paramErr1("delete", fmt.Sprintf("you can't use '-%s' and -delete %s' at the same time", opt, opt))
+		}
+	}
+	var opts []string
+	for k := range p {
+		opts = append(opts, k)
+	}
+	sort.Strings(opts)
+	if err := checkModifyPerm(c.who, vmid, conf, opts, p, false, unpriv); err != nil {
+		return nil, err
+	}
+	for _, opt := range del {
+		if _, ok := conf[opt]; !ok {
+			continue // "cannot delete '$opt' - not set in current configuration!" (a warning)
+		}
+		switch opt {
+		case "memory", "rootfs", "ostype":
+			return nil, die("unable to delete required option '%s'", opt)
+		case "unprivileged":
+			return nil, die("unable to delete read-only option: '%s'", opt)
+		}
+		delete(conf, opt)
+	}
+	for _, opt := range opts {
+		v := p[opt]
+		switch {
+		case opt == "unprivileged":
+			return nil, die("unable to modify read-only option: '%s'", opt)
+		case opt == "rootfs" || strings.HasPrefix(opt, "mp") || strings.HasPrefix(opt, "dev"):
+			return nil, die("pvesim: changing '%s' is not simulated", opt)
+		case strings.HasPrefix(opt, "net") && indexedKey.MatchString(opt):
+			np, _ := parsePropString(v, "", netKeys)
+			nm := propMap(np)
+			if mtu := nm["mtu"]; mtu != "" && !s.bridgeExists(nm["bridge"]) {
+				return nil, die("bridge '%s' does not exist", nm["bridge"])
+			}
+			if nm["link_down"] != "1" && nm["host-managed"] == "1" && nm["ip6"] == "auto" {
+				return nil, die("%s: SLAAC is not supported for host-managed network configuration.", opt)
+			}
+			v = normalizeNet(v)
+		case opt == "tags":
+			v = uniqueTags(v)
+		}
+		conf[opt] = v
+	}
+	s.mu.Lock()
+	ct.conf = conf
+	l := ct.lxc
+	s.mu.Unlock()
+	// update_lxc_config runs after the config is written, so a missing
+	// bridge fails the request but the change stays.
+	if err := s.checkBridges(conf); err != nil {
+		return nil, die("%s", err)
+	}
+	if l != nil {
+		if err := s.rewriteLXCConfig(l, conf); err != nil {
+			return nil, die("unable to write lxc config - %v", err)
+		}
+	}
+	return nil, nil
+}
