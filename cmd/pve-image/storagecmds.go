@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -85,6 +86,11 @@ storage. A template that is not there is an error.`,
 			if err != nil {
 				return err
 			}
+			// Proxmox's delete of a missing file is a task that ends with a
+			// warning, not an error: look first, so that a typo is reported.
+			// Like rm(1), go on with the rest and fail at the end.
+			present := map[string]map[string]bool{}
+			var errs []error
 			for _, arg := range args {
 				storage, volid := pc.Storage, arg
 				if s, rest, ok := strings.Cut(arg, ":"); ok {
@@ -92,12 +98,28 @@ storage. A template that is not there is an error.`,
 				} else {
 					volid = storage + ":vztmpl/" + arg
 				}
-				if err := cl.DeleteVolume(cmd.Context(), pc.Node, storage, volid); err != nil {
-					return fmt.Errorf("remove %s: %w", volid, err)
+				if present[storage] == nil {
+					vols, err := cl.Templates(cmd.Context(), pc.Node, storage)
+					if err != nil {
+						return fmt.Errorf("list %s/%s: %w", pc.Node, storage, err)
+					}
+					present[storage] = map[string]bool{}
+					for _, v := range vols {
+						present[storage][v.Volid] = true
+					}
 				}
+				if !present[storage][volid] {
+					errs = append(errs, fmt.Errorf("remove %s: no such template on %s/%s", volid, pc.Node, storage))
+					continue
+				}
+				if err := cl.DeleteVolume(cmd.Context(), pc.Node, storage, volid); err != nil {
+					errs = append(errs, fmt.Errorf("remove %s: %w", volid, err))
+					continue
+				}
+				delete(present[storage], volid)
 				fmt.Fprintln(a.stdout, "removed", volid)
 			}
-			return nil
+			return errors.Join(errs...)
 		},
 	}
 	pf.register(cmd, true)
