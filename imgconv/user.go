@@ -1,23 +1,17 @@
 package imgconv
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/pve-image/pve-image/imgconv/runspec"
 )
 
 // User is an image's USER resolved against its /etc/passwd and /etc/group,
 // as Docker and runc resolve it.
-type User struct {
-	Name   string // user name, "" when given as a number not in passwd
-	UID    uint32
-	GID    uint32
-	Groups []uint32 // supplementary groups
-	Home   string
-}
+type User = runspec.User
 
 // ErrUnknownUser is returned for a USER naming a user or group the image
 // does not have.
@@ -35,111 +29,34 @@ func (r *Rootfs) ResolveUser(spec string) (User, error) {
 	if userPart == "" {
 		userPart = "0"
 	}
-	var pw *passwdEntry
+	var pw runspec.User
+	var found bool
 	if id, err := strconv.ParseUint(userPart, 10, 32); err == nil {
 		u.UID = uint32(id)
-		pw = findPasswd(passwd, func(e passwdEntry) bool { return e.uid == u.UID })
+		pw, found = runspec.LookupPasswd(passwd, func(_ string, uid uint32) bool { return uid == u.UID })
 	} else {
-		pw = findPasswd(passwd, func(e passwdEntry) bool { return e.name == userPart })
-		if pw == nil {
+		pw, found = runspec.LookupPasswd(passwd, func(name string, _ uint32) bool { return name == userPart })
+		if !found {
 			return u, fmt.Errorf("user %q: %w (/etc/passwd)", userPart, ErrUnknownUser)
 		}
 	}
-	if pw != nil {
-		u.Name, u.UID, u.GID, u.Home = pw.name, pw.uid, pw.gid, pw.home
+	if found {
+		u = pw
 	}
 	if hasGroup {
 		if id, err := strconv.ParseUint(groupPart, 10, 32); err == nil {
 			u.GID = uint32(id)
 		} else {
-			g := findGroup(group, func(e groupEntry) bool { return e.name == groupPart })
-			if g == nil {
+			gid, ok := runspec.LookupGroup(group, groupPart)
+			if !ok {
 				return u, fmt.Errorf("group %q: %w (/etc/group)", groupPart, ErrUnknownUser)
 			}
-			u.GID = g.gid
+			u.GID = gid
 		}
 		return u, nil
 	}
 	if u.Name != "" {
-		for _, g := range parseGroups(group) {
-			if g.gid != u.GID && containsString(g.members, u.Name) {
-				u.Groups = append(u.Groups, g.gid)
-			}
-		}
+		u.Groups = runspec.SupplementaryGroups(group, u.Name, u.GID)
 	}
 	return u, nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-type passwdEntry struct {
-	name     string
-	uid, gid uint32
-	home     string
-}
-
-type groupEntry struct {
-	name    string
-	gid     uint32
-	members []string
-}
-
-func findPasswd(b []byte, match func(passwdEntry) bool) *passwdEntry {
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Split(sc.Text(), ":")
-		if len(f) < 7 || strings.HasPrefix(f[0], "#") {
-			continue
-		}
-		uid, err1 := strconv.ParseUint(f[2], 10, 32)
-		gid, err2 := strconv.ParseUint(f[3], 10, 32)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		e := passwdEntry{name: f[0], uid: uint32(uid), gid: uint32(gid), home: f[5]}
-		if e.home == "" {
-			e.home = "/"
-		}
-		if match(e) {
-			return &e
-		}
-	}
-	return nil
-}
-
-func parseGroups(b []byte) []groupEntry {
-	var out []groupEntry
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Split(sc.Text(), ":")
-		if len(f) < 4 || strings.HasPrefix(f[0], "#") {
-			continue
-		}
-		gid, err := strconv.ParseUint(f[2], 10, 32)
-		if err != nil {
-			continue
-		}
-		g := groupEntry{name: f[0], gid: uint32(gid)}
-		if f[3] != "" {
-			g.members = strings.Split(f[3], ",")
-		}
-		out = append(out, g)
-	}
-	return out
-}
-
-func findGroup(b []byte, match func(groupEntry) bool) *groupEntry {
-	for _, g := range parseGroups(b) {
-		if match(g) {
-			return &g
-		}
-	}
-	return nil
 }

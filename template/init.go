@@ -127,6 +127,7 @@ func runInfo(rootfs *imgconv.Rootfs, meta *Meta, mode InitMode) (RunInfo, error)
 		UID:         u.UID,
 		GID:         u.GID,
 		Groups:      u.Groups,
+		Home:        filledHome(cfg.Env, u.Home),
 		StopSignal:  sig,
 		StopTimeout: defaultStopTimeout,
 		MountRun:    rootfs.DirIsEmpty("run"),
@@ -147,6 +148,14 @@ func defaultEnv(env []string, home string) []string {
 		out = append(out, "HOME="+home)
 	}
 	return out
+}
+
+// filledHome is the HOME defaultEnv adds, or "" when the image sets one.
+func filledHome(env []string, home string) string {
+	if hasVar(env, "HOME") {
+		return ""
+	}
+	return home
 }
 
 func hasVar(env []string, k string) bool {

@@ -37,7 +37,13 @@ func startCRI(t *testing.T, c *cli, extra ...string) *criDaemon {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	d := &criDaemon{Socket: "unix://" + filepath.Join(dir, "cri.sock"), StoreDir: filepath.Join(dir, "templates"), c: c,
 		Metrics: "127.0.0.1:" + freePortOn(t, "127.0.0.1")}
-	args := append([]string{"cri", "--listen", d.Socket, "--template-dir", d.StoreDir, "--metrics-listen", d.Metrics}, extra...)
+	args := []string{"cri", "--listen", d.Socket, "--metrics-listen", d.Metrics}
+	// With a Proxmox connection the daemon pushes templates over the API
+	// unless told otherwise; without one it needs a template directory.
+	if !hasFlag(extra, "--pve-url") && !hasFlag(extra, "--template-dir") {
+		args = append(args, "--template-dir", d.StoreDir)
+	}
+	args = append(args, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := c.cmd(ctx, args...)
 	logf, _ := os.Create(filepath.Join(dir, "daemon.log"))
@@ -78,6 +84,15 @@ func startCRI(t *testing.T, c *cli, extra ...string) *criDaemon {
 		}
 	}
 	return d
+}
+
+func hasFlag(args []string, flag string) bool {
+	for _, a := range args {
+		if a == flag || strings.HasPrefix(a, flag+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 // crictl runs crictl against the daemon.

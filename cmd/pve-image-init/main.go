@@ -7,7 +7,8 @@
 // with the program's exit status.
 //
 // It is built static (CGO_ENABLED=0) and small, and needs nothing from the
-// image: no shell, no libc, no /etc/passwd.
+// image: no shell, no libc, no /etc/passwd (read only when a CRI pod
+// changes the user).
 //
 // Arguments after "--" replace the program (Proxmox 9.1+: entrypoint
 // "/sbin/pve-image-init -- cmd args"). The environment LXC gives it, minus
@@ -77,7 +78,7 @@ func main() {
 	// The environment LXC was given (Proxmox's env option) overrides the
 	// image's, less LXC's own variables.
 	spec.Env = runspec.MergeEnv(spec.Env, os.Environ(), func(k string) bool { return lxcVars[k] })
-	if err := applyOverrides(spec); err != nil {
+	if err := applyOverrides(spec, ""); err != nil {
 		logf("%v", err)
 		os.Exit(111)
 	}
@@ -91,21 +92,19 @@ func main() {
 // applyOverrides takes PVE_IMAGE_UID, PVE_IMAGE_GID and PVE_IMAGE_CWD from
 // the environment (a CRI container's user and working directory, set by
 // pve-image's runtime) and keeps all PVE_IMAGE_ variables from the program.
-func applyOverrides(spec *runspec.Spec) error {
+// A user given without a group gets its group, supplementary groups and
+// home from the image's /etc/passwd and /etc/group, as runc does; one not
+// in passwd gets group 0 and home "/".
+func applyOverrides(spec *runspec.Spec, root string) error {
 	var env []string
+	var uid, gid string
 	for _, kv := range spec.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		switch k {
-		case "PVE_IMAGE_UID", "PVE_IMAGE_GID":
-			n, err := strconv.ParseUint(v, 10, 32)
-			if err != nil {
-				return errors.New(k + ": not a number: " + v)
-			}
-			if k == "PVE_IMAGE_UID" {
-				spec.UID, spec.Groups = uint32(n), nil
-			} else {
-				spec.GID = uint32(n)
-			}
+		case "PVE_IMAGE_UID":
+			uid = v
+		case "PVE_IMAGE_GID":
+			gid = v
 		case "PVE_IMAGE_CWD":
 			spec.WorkingDir = v
 		}
@@ -114,6 +113,36 @@ func applyOverrides(spec *runspec.Spec) error {
 		}
 	}
 	spec.Env = env
+	if uid != "" {
+		n, err := strconv.ParseUint(uid, 10, 32)
+		if err != nil {
+			return errors.New("PVE_IMAGE_UID: not a number: " + uid)
+		}
+		passwd, _ := os.ReadFile(root + "/etc/passwd")
+		u, found := runspec.LookupPasswd(passwd, func(_ string, id uint32) bool { return id == uint32(n) })
+		spec.UID, spec.GID, spec.Groups = uint32(n), u.GID, nil
+		if found && gid == "" {
+			group, _ := os.ReadFile(root + "/etc/group")
+			spec.Groups = runspec.SupplementaryGroups(group, u.Name, u.GID)
+		}
+		if !found {
+			u.Home = "/"
+		}
+		// Only a HOME the converter filled in follows the user; one the
+		// image or the pod set stays.
+		for i, kv := range spec.Env {
+			if spec.Home != "" && kv == "HOME="+spec.Home {
+				spec.Env[i] = "HOME=" + u.Home
+			}
+		}
+	}
+	if gid != "" {
+		n, err := strconv.ParseUint(gid, 10, 32)
+		if err != nil {
+			return errors.New("PVE_IMAGE_GID: not a number: " + gid)
+		}
+		spec.GID = uint32(n)
+	}
 	return nil
 }
 

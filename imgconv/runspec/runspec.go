@@ -38,6 +38,10 @@ type Spec struct {
 	UID    uint32   `json:"uid"`
 	GID    uint32   `json:"gid"`
 	Groups []uint32 `json:"groups,omitempty"`
+	// Home is the HOME the converter added to Env from the user's
+	// passwd entry ("" when the image sets HOME): a changed user (a CRI
+	// pod's run_as_user) gets its own instead.
+	Home string `json:"home,omitempty"`
 	// StopSignal is the signal number the image asks to be stopped with.
 	StopSignal int `json:"stopSignal"`
 	// StopTimeout is how long to wait after StopSignal before killing,
@@ -90,6 +94,8 @@ func Parse(b []byte) (*Spec, error) {
 			s.WorkingDir, err = str(v)
 		case "user":
 			s.User, err = str(v)
+		case "home":
+			s.Home, err = str(v)
 		case "uid":
 			s.UID, err = u32(v)
 		case "gid":

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/pve-image/pve-image/imgconv/runspec"
+)
+
+func TestApplyOverrides(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n# comment\nwww-data:x:33:33:www:/var/www:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\nwww-data:x:33:\nstaff:x:50:app,www-data\napp:x:1000:\nvideo:x:44:app\n"), 0o644)
+	image := func(env ...string) *runspec.Spec {
+		return &runspec.Spec{Args: []string{"/app"}, UID: 0, GID: 0, Groups: []uint32{7}, Home: "/root", WorkingDir: "/",
+			Env: append([]string{"PATH=/bin", "HOME=/root"}, env...)}
+	}
+	tests := []struct {
+		name      string
+		spec      *runspec.Spec
+		uid, gid  uint32
+		groups    []uint32
+		env       []string
+		wd        string
+		wantError bool
+	}{
+		{name: "no overrides", spec: image(), gid: 0, groups: []uint32{7}, env: []string{"PATH=/bin", "HOME=/root"}, wd: "/"},
+		{name: "uid in passwd", spec: image("PVE_IMAGE_UID=1000"), uid: 1000, gid: 1000, groups: []uint32{50, 44}, env: []string{"PATH=/bin", "HOME=/home/app"}, wd: "/"},
+		{name: "uid and gid", spec: image("PVE_IMAGE_UID=33", "PVE_IMAGE_GID=7"), uid: 33, gid: 7, env: []string{"PATH=/bin", "HOME=/var/www"}, wd: "/"},
+		{name: "gid before uid", spec: image("PVE_IMAGE_GID=7", "PVE_IMAGE_UID=33"), uid: 33, gid: 7, env: []string{"PATH=/bin", "HOME=/var/www"}, wd: "/"},
+		{name: "uid not in passwd", spec: image("PVE_IMAGE_UID=4242"), uid: 4242, gid: 0, env: []string{"PATH=/bin", "HOME=/"}, wd: "/"},
+		{name: "gid alone", spec: image("PVE_IMAGE_GID=5"), gid: 5, groups: []uint32{7}, env: []string{"PATH=/bin", "HOME=/root"}, wd: "/"},
+		{name: "cwd", spec: image("PVE_IMAGE_CWD=/srv"), groups: []uint32{7}, env: []string{"PATH=/bin", "HOME=/root"}, wd: "/srv"},
+		{name: "a HOME the image set stays", spec: &runspec.Spec{Args: []string{"/app"}, Env: []string{"HOME=/data", "PVE_IMAGE_UID=33"}},
+			uid: 33, gid: 33, groups: []uint32{50}, env: []string{"HOME=/data"}},
+		{name: "a HOME the pod set stays", spec: &runspec.Spec{Args: []string{"/app"}, Home: "/root", Env: []string{"HOME=/pod", "PVE_IMAGE_UID=33"}},
+			uid: 33, gid: 33, groups: []uint32{50}, env: []string{"HOME=/pod"}},
+		{name: "bad uid", spec: image("PVE_IMAGE_UID=x"), wantError: true},
+		{name: "bad gid", spec: image("PVE_IMAGE_GID=-1"), wantError: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := applyOverrides(tt.spec, root)
+			if tt.wantError {
+				if err == nil {
+					t.Fatal("no error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := tt.spec
+			if s.UID != tt.uid || s.GID != tt.gid || !reflect.DeepEqual(s.Groups, tt.groups) || !reflect.DeepEqual(s.Env, tt.env) || s.WorkingDir != tt.wd {
+				t.Errorf("got uid %d gid %d groups %v env %q cwd %q", s.UID, s.GID, s.Groups, s.Env, s.WorkingDir)
+			}
+		})
+	}
+}

@@ -1,0 +1,193 @@
+package tests
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/pve-image/pve-image/tests/pvelxc"
+	"github.com/pve-image/pve-image/tests/pvesim"
+	. "github.com/pve-image/pve-image/tests/testenv"
+)
+
+// TestCRIRuntimeService drives the RuntimeService with crictl against the
+// Proxmox simulator, the way kubelet does for one pod: pull (the template
+// is pushed to the storage over the API), runp, create with a command,
+// env, working dir, user and limits, start, ps, inspect, stop, rm, stopp,
+// rmp. With LXC here the container runs for real and its console shows the
+// program with the pod's settings.
+func TestCRIRuntimeService(t *testing.T) {
+	reg := StartRegistry(t, RegistryOptions{})
+	reg.Push(t, "library/web:1", appImage(t, "cri-run", v1.Config{Entrypoint: []string{"/app"}, Cmd: []string{"sleep", "1h"},
+		Env: []string{"PATH=/bin", "MODE=image", "KEEP=yes"}}))
+	sim := startSim(t, pvesim.Options{RealLXC: true})
+	c := newCLI(t)
+	d := startCRI(t, c, append(pveArgs(sim, "--rootfs-storage", "shared"), "--registry-mirror", "docker.io=http://"+reg.Host)...)
+
+	d.crictlOK(t, "pull", "web:1")
+	tmpl, _ := filepath.Glob(filepath.Join(sim.StoragePath("pve1", "local"), "template", "cache", "*web_1_amd64.*.tar.zst"))
+	if len(tmpl) != 1 || sim.Uploads() != 1 {
+		t.Fatalf("after pull the storage holds %v (%d uploads)", tmpl, sim.Uploads())
+	}
+
+	dir := t.TempDir()
+	pod := writeJSON(t, dir, "pod.json", map[string]any{
+		"metadata":      map[string]any{"name": "web-0", "namespace": "default", "uid": "5f0c-uid-1", "attempt": 0},
+		"hostname":      "web-0",
+		"log_directory": dir,
+		"labels":        map[string]string{"app": "web"},
+	})
+	ctr := writeJSON(t, dir, "ctr.json", map[string]any{
+		"metadata":    map[string]any{"name": "app"},
+		"image":       map[string]any{"image": "web:1"},
+		"command":     []string{"/app"},
+		"args":        []string{"report", "wait-signal"},
+		"envs":        []map[string]string{{"key": "MODE", "value": "pod"}},
+		"working_dir": "/tmp",
+		"log_path":    "app.log",
+		"labels":      map[string]string{"role": "server"},
+		"linux": map[string]any{
+			"resources":        map[string]any{"memory_limit_in_bytes": 256 << 20, "cpu_quota": 50000, "cpu_period": 100000},
+			"security_context": map[string]any{"run_as_user": map[string]any{"value": 33}},
+		},
+	})
+
+	podID := d.crictlOK(t, "runp", pod)
+	podID = strings.TrimSpace(podID)
+	if pods := d.crictlOK(t, "pods", "--label", "app=web", "-q"); strings.TrimSpace(pods) != podID {
+		t.Errorf("crictl pods: %q, want %q", pods, podID)
+	}
+	ctrID := strings.TrimSpace(d.crictlOK(t, "create", podID, ctr, pod))
+
+	var insp struct {
+		Status struct {
+			State   string `json:"state"`
+			Reason  string `json:"reason"`
+			LogPath string `json:"logPath"`
+		} `json:"status"`
+		Info struct {
+			Node string `json:"node"`
+			VMID int    `json:"vmid"`
+		} `json:"info"`
+	}
+	inspect := func() {
+		t.Helper()
+		if err := json.Unmarshal([]byte(d.crictlOK(t, "inspect", "-o", "json", ctrID)), &insp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inspect()
+	if insp.Status.State != "CONTAINER_CREATED" || insp.Info.Node != "pve1" || insp.Info.VMID < 100 {
+		t.Fatalf("inspect after create: %+v", insp)
+	}
+	vmid := insp.Info.VMID
+	cfg := ctConfig(t, sim, vmid)
+	for k, want := range map[string]string{"ostemplate": "", "hostname": "web-0", "memory": "256", "swap": "0", "cpulimit": "0.50",
+		"unprivileged": "1", "entrypoint": "/sbin/pve-image-init -- /app report wait-signal", "ostype": "unmanaged", "cmode": "console"} {
+		if k == "ostemplate" {
+			continue // Proxmox does not keep it in the config
+		}
+		if cfg[k] != want {
+			t.Errorf("config %s = %q, want %q", k, cfg[k], want)
+		}
+	}
+	env := strs(strings.Split(cfg["env"], "\x00"))
+	for _, want := range []string{"MODE=pod", "KEEP=yes", "PATH=/bin", "PVE_IMAGE_CWD=/tmp", "PVE_IMAGE_UID=33"} {
+		if !env.has(want) {
+			t.Errorf("env %q lacks %q", env, want)
+		}
+	}
+	if !strings.Contains(cfg["tags"], "pod-5f0c-uid-1") || !strings.HasPrefix(cfg["rootfs"], "shared:") {
+		t.Errorf("tags %q rootfs %q", cfg["tags"], cfg["rootfs"])
+	}
+
+	d.crictlOK(t, "start", ctrID)
+	if ct, _ := sim.Container("pve1", vmid); ct.Status != "running" {
+		t.Fatalf("after start the Proxmox container is %s", ct.Status)
+	}
+	if ps := d.crictlOK(t, "ps", "--label", "role=server", "-q"); strings.TrimSpace(ps) != ctrID {
+		t.Errorf("crictl ps: %q", ps)
+	}
+	if pvelxc.Check() == nil {
+		ct, _ := sim.Container("pve1", vmid)
+		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(ct.Console, "waiting for a signal"); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("console:\n%s", ct.Console)
+			}
+			ct, _ = sim.Container("pve1", vmid)
+		}
+		for _, want := range []string{`"MODE=pod"`, `"KEEP=yes"`, `"HOME=/var/www"`, "cwd=/tmp", "uid=33 gid=33 ", "hostname=web-0"} {
+			if !strings.Contains(ct.Console, want) {
+				t.Errorf("console lacks %s:\n%s", want, ct.Console)
+			}
+		}
+	} else {
+		t.Log("no LXC here: the container's program is not run (", pvelxc.Check(), ")")
+	}
+
+	d.crictlOK(t, "stop", "--timeout", "10", ctrID)
+	if ct, _ := sim.Container("pve1", vmid); ct.Status != "stopped" {
+		t.Errorf("after stop the Proxmox container is %s", ct.Status)
+	}
+	if pvelxc.Check() == nil {
+		ct, _ := sim.Container("pve1", vmid)
+		if !strings.Contains(ct.Console, "got signal SIGTERM") {
+			t.Errorf("the program was not asked to stop with its signal:\n%s", ct.Console)
+		}
+	}
+	inspect()
+	if insp.Status.State != "CONTAINER_EXITED" {
+		t.Errorf("inspect after stop: %+v", insp.Status)
+	}
+	if ps := d.crictlOK(t, "ps", "-q"); strings.TrimSpace(ps) != "" {
+		t.Errorf("crictl ps lists a stopped container: %q", ps)
+	}
+	if ps := d.crictlOK(t, "ps", "-a", "-q"); strings.TrimSpace(ps) != ctrID {
+		t.Errorf("crictl ps -a: %q", ps)
+	}
+
+	d.crictlOK(t, "rm", ctrID)
+	if _, ok := sim.Container("pve1", vmid); ok {
+		t.Error("rm left the Proxmox container")
+	}
+	if r := d.crictl(t, "inspect", ctrID); r.err == nil || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("inspect of a removed container: %v %s", r.err, r.stderr)
+	}
+	d.crictlOK(t, "stopp", podID)
+	d.crictlOK(t, "rmp", podID)
+	if pods := d.crictlOK(t, "pods", "-q"); strings.TrimSpace(pods) != "" {
+		t.Errorf("pods after rmp: %q", pods)
+	}
+
+	// A pod removed with its containers running takes them with it.
+	podID = strings.TrimSpace(d.crictlOK(t, "runp", pod))
+	ctrID = strings.TrimSpace(d.crictlOK(t, "create", podID, ctr, pod))
+	d.crictlOK(t, "start", ctrID)
+	inspect()
+	vmid = insp.Info.VMID
+	d.crictlOK(t, "rmp", "-f", podID)
+	if _, ok := sim.Container("pve1", vmid); ok {
+		t.Error("rmp -f left the Proxmox container")
+	}
+	if ps := d.crictlOK(t, "ps", "-a", "-q"); strings.TrimSpace(ps) != "" {
+		t.Errorf("containers after rmp -f: %q", ps)
+	}
+}
+
+func writeJSON(t *testing.T, dir, name string, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
