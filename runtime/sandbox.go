@@ -119,9 +119,11 @@ func (s *Server) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSand
 	return resp, nil
 }
 
+// matchLabels reports whether have holds every label of want, as
+// containerd filters: a label must be present, even with an empty value.
 func matchLabels(have, want map[string]string) bool {
 	for k, v := range want {
-		if have[k] != v {
+		if x, ok := have[k]; !ok || x != v {
 			return false
 		}
 	}

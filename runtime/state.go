@@ -104,7 +104,8 @@ func openStore(dir string) (*store, error) {
 	return st, nil
 }
 
-// update runs fn under the lock and saves when it returns nil.
+// update runs fn under the lock and saves when it returns nil; fn must
+// leave s as it was when it returns an error.
 func (st *store) update(fn func(s *stateFile) error) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,15 +51,15 @@ func (ct *container) isRunning() bool {
 	return ct.running
 }
 
-func (ct *container) snapshot(s *Server) *CT {
+// state copies what a reader needs under the server's lock.
+func (ct *container) state(s *Server) (conf map[string]string, l *pvelxc.Container, running bool) {
 	s.mu.Lock()
-	conf := make(map[string]string, len(ct.conf))
-	for k, v := range ct.conf {
-		conf[k] = v
-	}
-	l := ct.lxc
-	running := ct.isRunning()
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	return maps.Clone(ct.conf), ct.lxc, ct.isRunning()
+}
+
+func (ct *container) snapshot(s *Server) *CT {
+	conf, l, running := ct.state(s)
 	out := &CT{VMID: ct.vmid, Node: ct.node, Config: conf, Status: "stopped"}
 	if running {
 		out.Status = "running"
@@ -571,14 +572,7 @@ func (s *Server) startCT(w *worker, ct *container) error {
 	if err := w.injected(); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	conf := make(map[string]string, len(ct.conf))
-	for k, v := range ct.conf {
-		conf[k] = v
-	}
-	l := ct.lxc
-	running := ct.isRunning()
-	s.mu.Unlock()
+	conf, l, running := ct.state(s)
 	if running {
 		return nil
 	}

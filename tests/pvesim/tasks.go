@@ -202,19 +202,29 @@ func (s *Server) lookupTask(c *call) (*task, upidInfo, *apiError) {
 	return t, info, nil
 }
 
-// taskStatus is pve-manager API2/Tasks.pm read_task_status.
-func (s *Server) taskStatus(c *call) (any, error) {
+// ownedTask is a task that exists on the node and that the caller owns or
+// holds priv on the node for.
+func (s *Server) ownedTask(c *call, priv string) (*task, upidInfo, *apiError) {
 	t, info, err := s.lookupTask(c)
 	if err != nil {
-		return nil, err
+		return nil, info, err
 	}
 	if t == nil {
-		return nil, paramErr1("upid", "no such task")
+		return nil, info, paramErr1("upid", "no such task")
 	}
 	if !taskOwner(info.user, c.who) {
-		if err := c.who.check("/nodes/"+c.node, "Sys.Audit"); err != nil {
-			return nil, err
+		if err := c.who.check("/nodes/"+c.node, priv); err != nil {
+			return nil, info, err
 		}
+	}
+	return t, info, nil
+}
+
+// taskStatus is pve-manager API2/Tasks.pm read_task_status.
+func (s *Server) taskStatus(c *call) (any, error) {
+	t, info, err := s.ownedTask(c, "Sys.Audit")
+	if err != nil {
+		return nil, err
 	}
 	res := map[string]any{
 		"upid": t.upid, "node": info.node, "pid": info.pid, "pstart": info.pstart,
@@ -295,17 +305,9 @@ func (s *Server) taskLog(c *call) (any, error) {
 
 // taskStop is stop_task: the owner, or Sys.Modify on the node.
 func (s *Server) taskStop(c *call) (any, error) {
-	t, info, err := s.lookupTask(c)
+	t, _, err := s.ownedTask(c, "Sys.Modify")
 	if err != nil {
 		return nil, err
-	}
-	if t == nil {
-		return nil, paramErr1("upid", "no such task")
-	}
-	if !taskOwner(info.user, c.who) {
-		if err := c.who.check("/nodes/"+c.node, "Sys.Modify"); err != nil {
-			return nil, err
-		}
 	}
 	t.cancel()
 	return nil, nil
