@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -29,7 +30,7 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	v, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
-	if err != nil || v < 0 {
+	if err != nil || !(v >= 0) || math.IsInf(v, 0) {
 		return 0, fmt.Errorf("size %q: want a number with an optional K, M, G or T suffix", s)
 	}
 	return int64(v * float64(mult)), nil
@@ -37,11 +38,14 @@ func parseSize(s string) (int64, error) {
 
 // parseAge reads a duration as Go does, plus days ("7d", "1d12h").
 func parseAge(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, fmt.Errorf("empty duration: want e.g. 7d, 36h or 1d12h")
+	}
 	var days float64
 	rest := s
 	if i := strings.IndexByte(s, 'd'); i >= 0 {
 		d, err := strconv.ParseFloat(s[:i], 64)
-		if err != nil {
+		if err != nil || !(d >= 0) || math.IsInf(d, 0) {
 			return 0, fmt.Errorf("duration %q: want e.g. 7d, 36h or 1d12h", s)
 		}
 		days, rest = d, s[i+1:]
