@@ -220,6 +220,7 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 	if err := s.needProxmox(); err != nil {
 		return nil, err
 	}
+	defer s.lockContainer(req.GetContainerId())()
 	c := s.container(req.GetContainerId())
 	if c == nil {
 		return nil, status.Errorf(codes.NotFound, "container %q not found", req.GetContainerId())

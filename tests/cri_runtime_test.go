@@ -130,6 +130,14 @@ func TestCRIRuntimeService(t *testing.T) {
 		t.Log("no LXC here: the container's program is not run (", pvelxc.Check(), ")")
 	}
 
+	d.crictlOK(t, "update", "--memory", "314572800", "--cpu-quota", "150000", "--cpu-period", "100000", ctrID)
+	if cfg := ctConfig(t, sim, vmid); cfg["memory"] != "300" || cfg["cpulimit"] != "1.50" {
+		t.Errorf("after update: memory %q cpulimit %q", cfg["memory"], cfg["cpulimit"])
+	}
+	if st := d.crictlOK(t, "stats", "-o", "json", "--id", ctrID); !strings.Contains(st, `"workingSetBytes"`) || !strings.Contains(st, ctrID) {
+		t.Errorf("crictl stats: %s", st)
+	}
+
 	d.crictlOK(t, "stop", "--timeout", "10", ctrID)
 	if ct, _ := sim.Container("pve1", vmid); ct.Status != "stopped" {
 		t.Errorf("after stop the Proxmox container is %s", ct.Status)

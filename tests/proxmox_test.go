@@ -274,6 +274,39 @@ func TestRunSystemImage(t *testing.T) {
 	}
 }
 
+// TestRunSystemImageBoots: `run` of a system image (busybox init here, an
+// Alpine by its os-release) through the API to a real running container
+// whose console shows its init at work.
+func TestRunSystemImageBoots(t *testing.T) {
+	RequireLXC(t)
+	reg := StartRegistry(t, RegistryOptions{})
+	inittab := "::sysinit:/bin/echo SYSTEM-INIT-RAN\n::respawn:/bin/sleep 1000\n::shutdown:/bin/echo SYSTEM-SHUTDOWN\n"
+	reg.Push(t, "alpine-init:3", Image(t, amd64, v1.Config{Cmd: []string{"/sbin/init"}},
+		Layer(t, Exec("bin/busybox", busybox(t)), Symlink("bin/sh", "busybox"), Symlink("bin/echo", "busybox"), Symlink("bin/sleep", "busybox"),
+			Symlink("sbin/init", "/bin/busybox"), File("etc/inittab", inittab), Dir("run/"), Dir("proc/"), Dir("sys/"), Dir("dev/"),
+			File("etc/os-release", "ID=alpine\nVERSION_ID=3.20.3\n"), File("etc/alpine-release", "3.20.3\n"))))
+	sim := startSim(t, pvesim.Options{RealLXC: true})
+	c := newCLI(t)
+	vmid, err := strconv.Atoi(c.ok(append([]string{"run", reg.Host + "/alpine-init:3"}, pveArgs(sim, "--rootfs", "shared:1")...)...).out())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ctConfig(t, sim, vmid)
+	if cfg["ostype"] != "alpine" || cfg["entrypoint"] != "" || cfg["cmode"] != "" {
+		t.Errorf("system image config %q", cfg)
+	}
+	ct, _ := sim.Container("pve1", vmid)
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(ct.Console, "SYSTEM-INIT-RAN"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("container %d (%s) console:\n%s", vmid, ct.Status, ct.Console)
+		}
+		ct, _ = sim.Container("pve1", vmid)
+	}
+	if ct.Status != "running" {
+		t.Errorf("container %d is %s", vmid, ct.Status)
+	}
+}
+
 // TestRunFaults: a failed create leaves no container; concurrent runs get
 // distinct VMIDs.
 func TestRunFaults(t *testing.T) {
