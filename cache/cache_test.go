@@ -180,3 +180,41 @@ func TestPrune(t *testing.T) {
 		t.Fatalf("prune by size removed %v", removed)
 	}
 }
+
+func TestRemove(t *testing.T) {
+	ctx := context.Background()
+	c := open(t)
+	blob := digestOf("layer")
+	c.PutBlobBytes(ctx, blob, []byte("layer"))
+	key := keyOf("image")
+	_, _, err := c.PutTemplate(ctx, key, func(ctx context.Context, dir string) (string, string, error) {
+		return "t.tar", digestOf("tpl").Hex, os.WriteFile(filepath.Join(dir, "t.tar"), []byte("tpl"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// In use by another process (its lock): kept.
+	unlock, _ := c.Lock(ctx, "template-"+key)
+	if ok, err := c.RemoveTemplate(key); ok || err != nil {
+		t.Fatalf("RemoveTemplate of a locked entry: %v %v", ok, err)
+	}
+	unlock()
+	if ok, err := c.RemoveTemplate(key); !ok || err != nil {
+		t.Fatalf("RemoveTemplate: %v %v", ok, err)
+	}
+	if _, err := c.Template(key); !errors.Is(err, ErrNotFound) {
+		t.Errorf("template still there: %v", err)
+	}
+	if ok, err := c.RemoveBlob(blob); !ok || err != nil || c.HasBlob(blob) {
+		t.Fatalf("RemoveBlob: %v %v", ok, err)
+	}
+	if ok, err := c.RemoveBlob(blob); !ok || err != nil {
+		t.Errorf("RemoveBlob of a missing blob: %v %v", ok, err)
+	}
+	if _, err := c.RemoveTemplate("../x"); err == nil {
+		t.Error("RemoveTemplate took a path")
+	}
+	if _, err := c.RemoveBlob(v1.Hash{Algorithm: "sha256", Hex: "../../x"}); err == nil {
+		t.Error("RemoveBlob took a path")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -103,26 +104,54 @@ func (c *Cache) Prune(ctx context.Context, opts PruneOptions) ([]Item, error) {
 		if !old && !big {
 			continue
 		}
-		key := "template-" + it.ID
-		if it.Kind == "blob" {
-			key = "blob-" + it.ID[len("sha256:"):]
-		}
-		unlock, ok := c.tryLock(key)
-		if !ok {
-			continue
-		}
-		err := os.RemoveAll(it.Path)
-		if err == nil {
-			os.Remove(c.lockPath(key))
-		}
-		unlock()
+		ok, err := c.remove(it.Kind, it.ID, it.Path)
 		if err != nil {
 			return removed, fmt.Errorf("prune %s %s: %w", it.Kind, it.ID, err)
+		}
+		if !ok {
+			continue
 		}
 		total -= it.Size
 		removed = append(removed, it)
 	}
 	return removed, nil
+}
+
+// remove deletes a blob or template unless a process holds its lock;
+// ok says whether it is gone.
+func (c *Cache) remove(kind, id, path string) (ok bool, err error) {
+	key := "template-" + id
+	if kind == "blob" {
+		key = "blob-" + strings.TrimPrefix(id, "sha256:")
+	}
+	unlock, ok := c.tryLock(key)
+	if !ok {
+		return false, nil
+	}
+	defer unlock()
+	if err := os.RemoveAll(path); err != nil {
+		return false, err
+	}
+	os.Remove(c.lockPath(key))
+	return true, nil
+}
+
+// RemoveTemplate deletes the template of key unless it is in use; a
+// missing one is not an error.
+func (c *Cache) RemoveTemplate(key string) (bool, error) {
+	if err := checkKey(key); err != nil {
+		return false, err
+	}
+	return c.remove("template", key, c.templateDir(key))
+}
+
+// RemoveBlob deletes a blob unless it is in use; a missing one is not an
+// error.
+func (c *Cache) RemoveBlob(h v1.Hash) (bool, error) {
+	if h.Algorithm != "sha256" || len(h.Hex) != 64 || strings.Trim(h.Hex, "0123456789abcdef") != "" {
+		return false, fmt.Errorf("blob %s: not a sha256 digest", h)
+	}
+	return c.remove("blob", h.String(), c.BlobPath(h))
 }
 
 func (c *Cache) pruneTemp(before time.Time) {

@@ -74,6 +74,8 @@ var (
 	ErrAuth       = errors.New("Proxmox refused the credentials")
 	ErrPermission = errors.New("Proxmox denied permission")
 	ErrNotFound   = errors.New("not found on Proxmox")
+	// ErrFingerprint is a server certificate that is not the pinned one.
+	ErrFingerprint = errors.New("server certificate refused")
 )
 
 // Dial connects, authenticates and reads /version. With a fingerprint, a
@@ -106,7 +108,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 			}
 			got := sha256.Sum256(raw[0])
 			if hex.EncodeToString(got[:]) != want {
-				return fmt.Errorf("certificate fingerprint %s does not match the pinned %s", FormatFingerprint(got[:]), FormatFingerprint(mustHex(want)))
+				return fmt.Errorf("%w: certificate fingerprint %s does not match the pinned %s", ErrFingerprint, FormatFingerprint(got[:]), FormatFingerprint(mustHex(want)))
 			}
 			return nil
 		}
@@ -269,14 +271,15 @@ func (c *Client) authorize(ctx context.Context, req *http.Request) error {
 		req.Header.Set("Authorization", "PVEAPIToken="+c.cfg.Token)
 		return nil
 	}
+	// go-proxmox renews a ticket when its own requests are refused, which
+	// an upload is not: renew one older than an hour here, so that the
+	// upload starts with at least an hour of its two.
+	if err := c.api.CreateSession(ctx); err != nil && !errors.Is(err, gp.ErrSessionExists) {
+		return c.wrap("POST", "/access/ticket", err)
+	}
 	s := c.api.Session()
 	if s == nil {
-		if err := c.get(ctx, "/version", &c.version); err != nil {
-			return err
-		}
-		if s = c.api.Session(); s == nil {
-			return fmt.Errorf("%w: no ticket session", ErrAuth)
-		}
+		return fmt.Errorf("%w: no ticket session", ErrAuth)
 	}
 	req.Header.Set("Cookie", "PVEAuthCookie="+s.Ticket)
 	req.Header.Set("CSRFPreventionToken", s.CSRFPreventionToken)

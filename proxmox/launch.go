@@ -44,7 +44,9 @@ func (c *Client) Launch(ctx context.Context, node string, s ContainerSpec) (vmid
 	}
 	if len(s.After) > 0 {
 		if err := c.SetContainerConfig(ctx, node, vmid, s.After); err != nil {
-			c.DestroyContainer(ctx, node, vmid, true)
+			dctx, cancel := detached(ctx)
+			defer cancel()
+			c.destroyIfThere(dctx, node, vmid)
 			return 0, "", fmt.Errorf("configure container %d: %w", vmid, err)
 		}
 	}
@@ -57,9 +59,13 @@ func (c *Client) Launch(ctx context.Context, node string, s ContainerSpec) (vmid
 	return vmid, warnings, c.WaitRunning(ctx, node, vmid, time.Minute)
 }
 
-// WaitRunning polls until the container runs.
+// WaitRunning polls until the container runs, after a start task that
+// succeeded. Proxmox's start task ends once the container is up, so one
+// that is stopped for more than a moment ran and exited already: that is
+// reported at once rather than after timeout.
 func (c *Client) WaitRunning(ctx context.Context, node string, vmid int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
+	stoppedSince := time.Time{}
 	for {
 		st, err := c.ContainerStatus(ctx, node, vmid)
 		if err != nil {
@@ -67,6 +73,13 @@ func (c *Client) WaitRunning(ctx context.Context, node string, vmid int, timeout
 		}
 		if st.Status == "running" {
 			return nil
+		}
+		if st.Status == "stopped" {
+			if stoppedSince.IsZero() {
+				stoppedSince = time.Now()
+			} else if time.Since(stoppedSince) > 3*time.Second {
+				return fmt.Errorf("container %d started, but its init exited already (its console shows why: pct console %d)", vmid, vmid)
+			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("container %d started but is %s after %s", vmid, st.Status, timeout)

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // NextID asks the cluster for a free VMID.
@@ -37,16 +38,40 @@ func (c *Client) CreateContainer(ctx context.Context, node string, vmid int, opt
 		}
 		return "", err
 	}
-	warnings, err = c.WaitTask(ctx, upid)
+	// Once Proxmox has the task, the caller giving up must not leave a
+	// container nobody knows of: wait for the task regardless, and remove
+	// what it made.
+	dctx, cancel := detached(ctx)
+	defer cancel()
+	warnings, err = c.WaitTask(dctx, upid)
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		// Proxmox removes what a failed create made, but not always (a
 		// create that dies after writing the config): make sure.
-		if _, serr := c.ContainerStatus(ctx, node, vmid); serr == nil {
-			c.DestroyContainer(ctx, node, vmid, true)
-		}
+		c.destroyIfThere(dctx, node, vmid)
 		return "", err
 	}
 	return warnings, nil
+}
+
+// cleanupTimeout bounds the work done after a caller has given up.
+const cleanupTimeout = 10 * time.Minute
+
+// detached is ctx without its cancellation, for finishing and cleaning up
+// what Proxmox already started.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+}
+
+// destroyIfThere removes a container that exists; a status error other
+// than not-found still tries, since leaving it is worse.
+func (c *Client) destroyIfThere(ctx context.Context, node string, vmid int) {
+	if _, err := c.ContainerStatus(ctx, node, vmid); errors.Is(err, ErrNotFound) {
+		return
+	}
+	c.DestroyContainer(ctx, node, vmid, true)
 }
 
 // ContainerState is what status/current says.

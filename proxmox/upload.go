@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -150,7 +152,18 @@ func (e *httpError) Error() string { return fmt.Sprintf("%d %s", e.Code, e.Msg) 
 // retriable says whether an upload failed on the way (a reset, a closed
 // connection) rather than being refused.
 func retriable(err error) bool {
-	if errors.Is(err, ErrAuth) || errors.Is(err, ErrPermission) {
+	var (
+		dnsErr  *net.DNSError
+		certErr *tls.CertificateVerificationError
+		unknown x509.UnknownAuthorityError
+		host    x509.HostnameError
+	)
+	switch {
+	case errors.Is(err, ErrAuth), errors.Is(err, ErrPermission), errors.Is(err, ErrFingerprint),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
+		errors.As(err, &certErr), errors.As(err, &unknown), errors.As(err, &host),
+		errors.As(err, &dnsErr) && !dnsErr.IsTemporary:
+		// Refused for good: trying again cannot help.
 		return false
 	}
 	var he *httpError

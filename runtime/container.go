@@ -2,6 +2,10 @@ package runtime
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -23,16 +27,22 @@ func (s *Server) container(id string) *containerRecord {
 	return c
 }
 
-func (s *Server) setContainer(c *containerRecord) error {
+// updateContainer changes the stored record of id in place, so that what
+// others changed meanwhile (refresh marking it exited) is kept.
+func (s *Server) updateContainer(id string, fn func(c *containerRecord)) error {
 	return s.state.update(func(st *stateFile) error {
-		if _, ok := st.Containers[c.ID]; ok {
-			st.Containers[c.ID] = c
+		c := st.Containers[id]
+		if c == nil {
+			return errUnchanged
 		}
+		fn(c)
 		return nil
 	})
 }
 
-// StartContainer starts the Proxmox container and waits until it runs.
+// StartContainer starts the Proxmox container. Proxmox's start task ends
+// once the container is up; a program that exits at once is then found
+// exited by the next status call, as with any runtime.
 func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
 	if err := s.needProxmox(); err != nil {
 		return nil, err
@@ -48,11 +58,32 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	if err := s.cfg.Proxmox.StartContainer(ctx, c.Node, c.VMID); err != nil {
 		return nil, grpcError(err)
 	}
-	if err := s.cfg.Proxmox.WaitRunning(ctx, c.Node, c.VMID, time.Minute); err != nil {
-		return nil, grpcError(err)
+	s.writeLogNotice(c)
+	err := s.updateContainer(c.ID, func(c *containerRecord) {
+		c.State, c.StartedAt = runtimeapi.ContainerState_CONTAINER_RUNNING, time.Now().UnixNano()
+	})
+	return &runtimeapi.StartContainerResponse{}, grpcError(err)
+}
+
+// writeLogNotice puts one line into the container's CRI log file, where
+// kubectl logs looks: the program's output is on the Proxmox console,
+// which Proxmox's API does not hand to API tokens.
+func (s *Server) writeLogNotice(c *containerRecord) {
+	if c.LogPath == "" {
+		return
 	}
-	c.State, c.StartedAt = runtimeapi.ContainerState_CONTAINER_RUNNING, time.Now().UnixNano()
-	return &runtimeapi.StartContainerResponse{}, grpcError(s.setContainer(c))
+	msg := fmt.Sprintf("%s stdout F pve-image: the output of this container is on the console of Proxmox CT %d on node %s (pct console %d); Proxmox does not pass it to the CRI\n",
+		time.Now().UTC().Format(time.RFC3339Nano), c.VMID, c.Node, c.VMID)
+	if err := os.MkdirAll(filepath.Dir(c.LogPath), 0o755); err == nil {
+		f, err := os.OpenFile(c.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		if err == nil {
+			_, err = f.WriteString(msg)
+			f.Close()
+		}
+		if err != nil {
+			s.log.Warn("container log", "path", c.LogPath, "err", err)
+		}
+	}
 }
 
 // StopContainer asks the container to halt (its init turns that into the
@@ -67,17 +98,27 @@ func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContaine
 	if err := s.needProxmox(); err != nil {
 		return nil, err
 	}
-	if st, err := s.cfg.Proxmox.ContainerStatus(ctx, c.Node, c.VMID); err == nil && st.Status == "running" {
+	st, err := s.cfg.Proxmox.ContainerStatus(ctx, c.Node, c.VMID)
+	switch {
+	case errors.Is(err, proxmox.ErrNotFound):
+	case err != nil:
+		return nil, grpcError(err)
+	case st.Status == "running":
 		if err := s.cfg.Proxmox.ShutdownContainer(ctx, c.Node, c.VMID, int(max(req.GetTimeout(), 1)), true); err != nil {
 			return nil, grpcError(err)
 		}
 	}
-	c.State, c.FinishedAt, c.Reason = runtimeapi.ContainerState_CONTAINER_EXITED, time.Now().UnixNano(), "Completed"
-	return &runtimeapi.StopContainerResponse{}, grpcError(s.setContainer(c))
+	err = s.updateContainer(c.ID, func(c *containerRecord) {
+		if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			c.State, c.FinishedAt, c.Reason = runtimeapi.ContainerState_CONTAINER_EXITED, time.Now().UnixNano(), "Completed"
+		}
+	})
+	return &runtimeapi.StopContainerResponse{}, grpcError(err)
 }
 
 // RemoveContainer stops and destroys the Proxmox container; removing a
-// missing container succeeds.
+// missing container succeeds. A container Proxmox cannot be asked about is
+// kept, so that nothing is leaked.
 func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
 	defer s.lockContainer(req.GetContainerId())()
 	c := s.container(req.GetContainerId())
@@ -87,22 +128,34 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 	if err := s.needProxmox(); err != nil {
 		return nil, err
 	}
-	if _, err := s.cfg.Proxmox.ContainerStatus(ctx, c.Node, c.VMID); err == nil {
+	_, err := s.cfg.Proxmox.ContainerStatus(ctx, c.Node, c.VMID)
+	switch {
+	case errors.Is(err, proxmox.ErrNotFound):
+	case err != nil:
+		return nil, grpcError(err)
+	default:
 		if err := s.cfg.Proxmox.DestroyContainer(ctx, c.Node, c.VMID, true); err != nil {
 			return nil, grpcError(err)
 		}
 	}
-	err := s.state.update(func(st *stateFile) error { delete(st.Containers, c.ID); return nil })
+	s.cpu.forget(c.ID)
+	err = s.state.update(func(st *stateFile) error { delete(st.Containers, c.ID); return nil })
 	return &runtimeapi.RemoveContainerResponse{}, grpcError(err)
 }
 
+// unknownExitCode is what containerd reports when a container's exit
+// status cannot be known; Proxmox never reports one.
+const unknownExitCode = 255
+
 // refresh brings running records up to date with Proxmox: a container
-// whose init ended is exited. Proxmox does not report an exit status; the
-// container's console shows it.
+// whose init ended is exited. Proxmox does not report an exit status (the
+// container's console shows it), so it is the unknown one, as containerd
+// reports for a lost task: a failure is never taken for a success.
 func (s *Server) refresh(ctx context.Context) map[int]proxmox.ContainerState {
 	if s.cfg.Proxmox == nil {
 		return nil
 	}
+	listed := time.Now().UnixNano()
 	list, err := s.cfg.Proxmox.Containers(ctx, s.cfg.Node)
 	if err != nil {
 		s.log.Warn("list Proxmox containers", "err", err)
@@ -113,15 +166,25 @@ func (s *Server) refresh(ctx context.Context) map[int]proxmox.ContainerState {
 		byID[c.VMID] = c
 	}
 	s.state.update(func(st *stateFile) error {
+		changed := false
 		for _, c := range st.Containers {
 			pc, ok := byID[c.VMID]
-			if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING && (!ok || pc.Status != "running") {
-				c.State, c.FinishedAt, c.Reason = runtimeapi.ContainerState_CONTAINER_EXITED, time.Now().UnixNano(), "Exited"
-				c.Message = "the container's program ended; its exit status is on the container's console (Proxmox does not report it)"
-				if !ok {
-					c.State, c.Reason, c.Message = runtimeapi.ContainerState_CONTAINER_UNKNOWN, "Gone", "the Proxmox container "+strconv.Itoa(c.VMID)+" no longer exists"
-				}
+			// A container started after the list was taken may be listed
+			// as stopped: leave it to the next refresh.
+			if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING || (ok && pc.Status == "running") || c.StartedAt > listed {
+				continue
 			}
+			changed = true
+			c.FinishedAt, c.ExitCode = time.Now().UnixNano(), unknownExitCode
+			if ok {
+				c.State, c.Reason = runtimeapi.ContainerState_CONTAINER_EXITED, "Unknown"
+				c.Message = "the container's init ended; Proxmox does not report its exit status (the console shows it: pct console " + strconv.Itoa(c.VMID) + ")"
+			} else {
+				c.State, c.Reason, c.Message = runtimeapi.ContainerState_CONTAINER_UNKNOWN, "Gone", "the Proxmox container "+strconv.Itoa(c.VMID)+" no longer exists"
+			}
+		}
+		if !changed {
+			return errUnchanged
 		}
 		return nil
 	})
@@ -171,15 +234,14 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 	return resp, nil
 }
 
-func (c *containerRecord) stats(pc proxmox.ContainerState, now int64) *runtimeapi.ContainerStats {
+func (s *Server) stats(c *containerRecord, pc proxmox.ContainerState, now int64) *runtimeapi.ContainerStats {
 	cores := max(pc.CPUs, 1)
+	total := s.cpu.add(c.ID, pc.CPU*cores, pc.Uptime, now)
 	return &runtimeapi.ContainerStats{
 		Attributes: &runtimeapi.ContainerAttributes{Id: c.ID, Metadata: c.Metadata, Labels: c.Labels, Annotations: c.Annotations},
 		Cpu: &runtimeapi.CpuUsage{Timestamp: now,
-			UsageNanoCores: &runtimeapi.UInt64Value{Value: uint64(pc.CPU * cores * 1e9)},
-			// Proxmox reports the recent load, not a total: approximate the
-			// total as that load over the uptime.
-			UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: uint64(pc.CPU * cores * float64(pc.Uptime) * 1e9)}},
+			UsageNanoCores:       &runtimeapi.UInt64Value{Value: uint64(pc.CPU * cores * 1e9)},
+			UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: total}},
 		Memory: &runtimeapi.MemoryUsage{Timestamp: now, WorkingSetBytes: &runtimeapi.UInt64Value{Value: uint64(max(pc.Mem, 0))},
 			UsageBytes: &runtimeapi.UInt64Value{Value: uint64(max(pc.Mem, 0))}, AvailableBytes: &runtimeapi.UInt64Value{Value: uint64(max(pc.MaxMem-pc.Mem, 0))}},
 		WritableLayer: &runtimeapi.FilesystemUsage{Timestamp: now, FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: "/"},
@@ -194,7 +256,7 @@ func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerSt
 	if c == nil {
 		return nil, status.Errorf(codes.NotFound, "container %q not found", req.GetContainerId())
 	}
-	return &runtimeapi.ContainerStatsResponse{Stats: c.stats(byID[c.VMID], time.Now().UnixNano())}, nil
+	return &runtimeapi.ContainerStatsResponse{Stats: s.stats(c, byID[c.VMID], time.Now().UnixNano())}, nil
 }
 
 // ListContainerStats reports every listed container's usage.
@@ -209,7 +271,7 @@ func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListCon
 			if f != nil && ((f.Id != "" && f.Id != id) || (f.PodSandboxId != "" && f.PodSandboxId != c.SandboxID) || !matchLabels(c.Labels, f.LabelSelector)) {
 				continue
 			}
-			resp.Stats = append(resp.Stats, c.stats(byID[c.VMID], now))
+			resp.Stats = append(resp.Stats, s.stats(c, byID[c.VMID], now))
 		}
 	})
 	return resp, nil
@@ -232,6 +294,6 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 			return nil, grpcError(err)
 		}
 	}
-	c.Resources = req.GetLinux()
-	return &runtimeapi.UpdateContainerResourcesResponse{}, grpcError(s.setContainer(c))
+	err := s.updateContainer(c.ID, func(c *containerRecord) { c.Resources = req.GetLinux() })
+	return &runtimeapi.UpdateContainerResourcesResponse{}, grpcError(err)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,7 +61,20 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, err
 	}
-	pc, err := meta.PVEConfig(s.cfg.Proxmox.Version().Native(), over)
+	native := s.cfg.Proxmox.Version().Native()
+	switch {
+	case meta.Run.Init != "shim":
+		// A system image boots its own init, which hands nothing of its
+		// environment to the services it starts: kubelet's variables
+		// (always sent) could not reach them anyway.
+		if len(over.Env) > 0 {
+			s.log.Warn("system image: the pod's env, working dir and user do not apply", "image", img.ID, "container", c.GetMetadata().GetName())
+		}
+		over.Env = nil
+	case !native:
+		return nil, status.Errorf(codes.FailedPrecondition, "Proxmox %s on %s cannot run pods of application images: kubelet passes env, and only Proxmox 9.1 and later can give a container env and a command", s.cfg.Proxmox.Version().Version, s.cfg.Node)
+	}
+	pc, err := meta.PVEConfig(native, over)
 	if err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
@@ -84,14 +98,30 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	rec := &containerRecord{ID: id, SandboxID: sb.ID, Metadata: c.GetMetadata(), Image: c.GetImage().GetImage(), ImageRef: img.ID,
+	logPath := c.GetLogPath()
+	if logPath != "" && !filepath.IsAbs(logPath) && sb.LogDir != "" {
+		logPath = filepath.Join(sb.LogDir, logPath)
+	}
+	rec := &containerRecord{ID: id, SandboxID: sb.ID, Metadata: c.GetMetadata(), Image: imageName(c.GetImage(), img), ImageRef: img.ID,
 		Node: s.cfg.Node, VMID: vmid, State: runtimeapi.ContainerState_CONTAINER_CREATED, CreatedAt: time.Now().UnixNano(),
-		Labels: c.GetLabels(), Annotations: c.GetAnnotations(), LogPath: c.GetLogPath(), Resources: c.GetLinux().GetResources()}
+		Labels: c.GetLabels(), Annotations: c.GetAnnotations(), LogPath: logPath, Resources: c.GetLinux().GetResources()}
 	if err := s.state.update(func(st *stateFile) error { st.Containers[id] = rec; return nil }); err != nil {
 		s.cfg.Proxmox.DestroyContainer(ctx, s.cfg.Node, vmid, true)
 		return nil, grpcError(err)
 	}
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+// imageName is the image as kubectl should show it: what the user wrote,
+// else the image's first tag, else what kubelet sent (its ID).
+func imageName(spec *runtimeapi.ImageSpec, img *imageRecord) string {
+	if u := spec.GetUserSpecifiedImage(); u != "" {
+		return u
+	}
+	if len(img.RepoTags) > 0 {
+		return img.RepoTags[0]
+	}
+	return spec.GetImage()
 }
 
 // overrides turns the CRI config into changes over the image's run config.

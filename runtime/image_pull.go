@@ -16,7 +16,8 @@ import (
 // it was converted before), puts the template into the store and records
 // the image under the name it was pulled by. Concurrent pulls of one image
 // do the work once: they wait for each other here, and the cache's locks
-// cover other processes. A cancelled pull stores nothing.
+// cover other processes. A cancelled pull records nothing (a template it
+// already put into the store stays there, and the next pull finds it).
 func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
 	start := time.Now()
 	id, err := s.pull(ctx, req)
@@ -59,6 +60,9 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest) (st
 		s.cfg.Metrics.conversions.Inc()
 	}
 	name := template.StorageName(res.Entry.File, res.Entry.SHA256)
+	// A removal of another image with this template must not delete it
+	// between the store and the record.
+	defer s.lockTemplate(name)()
 	volid, err := s.cfg.Store.Put(ctx, res.Path(), name, res.Entry.SHA256, res.Entry.Size)
 	if err != nil {
 		return "", err

@@ -1,21 +1,36 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pve-image/pve-image/template"
 )
 
 // RemoveImage removes an image, found by any of its names, with all its
-// tags and its template; removing a missing image succeeds.
+// tags, its template and what the cache holds for it alone; removing a
+// missing image succeeds.
 func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
+	var tmpl string
+	s.state.view(func(st *stateFile) {
+		if img := s.findImage(st, req.GetImage().GetImage()); img != nil {
+			tmpl = img.Template
+		}
+	})
+	// Held until the template is gone, so that a pull recording an image
+	// with the same template waits, and then puts it back.
+	defer s.lockTemplate(tmpl)()
 	var gone *imageRecord
 	err := s.state.update(func(st *stateFile) error {
 		if img := s.findImage(st, req.GetImage().GetImage()); img != nil {
 			gone = img
 			delete(st.Images, img.ID)
+			return nil
 		}
-		return nil
+		return errUnchanged
 	})
 	if err != nil {
 		return nil, grpcError(err)
@@ -33,5 +48,78 @@ func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageReq
 			}
 		}
 	}
+	if gone != nil {
+		s.dropCached(gone)
+	}
 	return &runtimeapi.RemoveImageResponse{}, nil
+}
+
+// dropCached removes what the conversion cache holds for this image alone:
+// its template and the blobs no remaining image uses. kubelet's image
+// garbage collection removes images to free the disk ImageFsInfo reports,
+// and the cache is on it.
+func (s *Server) dropCached(gone *imageRecord) {
+	var rest []imageRecord
+	s.state.view(func(st *stateFile) {
+		for _, img := range st.Images {
+			rest = append(rest, *img)
+		}
+	})
+	needed := map[v1.Hash]bool{}
+	for _, img := range rest {
+		if img.CacheKey == gone.CacheKey {
+			return
+		}
+		for _, h := range s.cachedBlobs(img.CacheKey) {
+			needed[h] = true
+		}
+	}
+	c := s.cfg.Builder.Cache
+	blobs := s.cachedBlobs(gone.CacheKey)
+	if _, err := c.RemoveTemplate(gone.CacheKey); err != nil {
+		s.log.Warn("cached template stays", "key", gone.CacheKey, "err", err)
+	}
+	for _, h := range blobs {
+		if !needed[h] {
+			if _, err := c.RemoveBlob(h); err != nil {
+				s.log.Warn("cached blob stays", "blob", h, "err", err)
+			}
+		}
+	}
+}
+
+// cachedBlobs lists the blobs an image's cached template was made from:
+// index, manifest, config and layers.
+func (s *Server) cachedBlobs(key string) []v1.Hash {
+	c := s.cfg.Builder.Cache
+	e, err := c.Template(key)
+	if err != nil {
+		return nil
+	}
+	m, err := template.ReadMeta(e.Dir)
+	if err != nil {
+		return nil
+	}
+	var out []v1.Hash
+	for _, d := range []string{m.IndexDigest, m.ManifestDigest, m.ConfigDigest} {
+		if h, err := v1.NewHash(d); err == nil {
+			out = append(out, h)
+		}
+	}
+	mh, err := v1.NewHash(m.ManifestDigest)
+	if err != nil {
+		return out
+	}
+	b, err := c.ReadBlob(mh)
+	if err != nil {
+		return out
+	}
+	man, err := v1.ParseManifest(bytes.NewReader(b))
+	if err != nil {
+		return out
+	}
+	for _, l := range man.Layers {
+		out = append(out, l.Digest)
+	}
+	return out
 }

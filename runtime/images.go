@@ -150,7 +150,10 @@ func grpcError(err error) error {
 		case http.StatusNotFound:
 			return status.Error(codes.NotFound, err.Error())
 		case http.StatusTooManyRequests, http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
-			return status.Error(codes.Unavailable, "RegistryUnavailable: "+err.Error())
+			// Unknown, not Unavailable: cri-client unwraps only Unknown
+			// errors to the bare message kubelet matches the prefix of
+			// (cri.md; remote_image.go).
+			return status.Error(codes.Unknown, "RegistryUnavailable: "+err.Error())
 		}
 	case errors.Is(err, imgconv.ErrUnknownUser), errors.Is(err, imgconv.ErrMediaType), errors.Is(err, imgconv.ErrHighID):
 		return status.Error(codes.FailedPrecondition, err.Error())

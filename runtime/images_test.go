@@ -101,7 +101,7 @@ func TestGRPCError(t *testing.T) {
 		{&transport.Error{StatusCode: http.StatusUnauthorized}, codes.Unauthenticated},
 		{&transport.Error{StatusCode: http.StatusForbidden}, codes.PermissionDenied},
 		{&transport.Error{StatusCode: http.StatusNotFound}, codes.NotFound},
-		{&transport.Error{StatusCode: http.StatusTooManyRequests}, codes.Unavailable},
+		{&transport.Error{StatusCode: http.StatusTooManyRequests}, codes.Unknown},
 		{fmt.Errorf("USER %q: %w", "nobody", imgconv.ErrUnknownUser), codes.FailedPrecondition},
 		{errors.New("GET /v2/x/manifests/1: MANIFEST_UNKNOWN: manifest unknown"), codes.NotFound},
 		{status.Error(codes.InvalidArgument, "kept"), codes.InvalidArgument},

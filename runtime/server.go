@@ -63,6 +63,8 @@ type Server struct {
 
 	pulls   sync.Map // image key → *sync.Mutex: one pull of an image at a time
 	ctLocks sync.Map // container ID → *sync.Mutex
+	tmLocks sync.Map // template name → *sync.Mutex: a pull's store and record against a removal
+	cpu     cpuMeter
 }
 
 // New opens the state and returns the server.
@@ -174,8 +176,14 @@ func (s *Server) needProxmox() error {
 	return nil
 }
 
-func (s *Server) lockContainer(id string) func() {
-	mu, _ := s.ctLocks.LoadOrStore(id, &sync.Mutex{})
+func (s *Server) lockContainer(id string) func() { return lockKey(&s.ctLocks, id) }
+
+func (s *Server) lockTemplate(name string) func() { return lockKey(&s.tmLocks, name) }
+
+// lockKey locks the mutex of key in m. The mutexes stay: one per container
+// or template the daemon has seen, a few dozen bytes each.
+func lockKey(m *sync.Map, key string) func() {
+	mu, _ := m.LoadOrStore(key, &sync.Mutex{})
 	mu.(*sync.Mutex).Lock()
 	return mu.(*sync.Mutex).Unlock
 }

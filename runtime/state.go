@@ -92,6 +92,40 @@ func openStore(dir string) (*store, error) {
 	if err := json.Unmarshal(b, &st.s); err != nil {
 		return nil, fmt.Errorf("state %s: %w", st.path, err)
 	}
+	st.fill()
+	return st, nil
+}
+
+// errUnchanged, returned by an update's fn, says there is nothing to save.
+var errUnchanged = errors.New("unchanged")
+
+// update runs fn under the lock and saves when it returns nil; fn must
+// leave s as it was when it returns an error. When the state cannot be
+// saved, memory goes back to what is on disk, so that the two agree with
+// what the caller is told.
+func (st *store) update(fn func(s *stateFile) error) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := fn(&st.s); err != nil {
+		if err == errUnchanged {
+			return nil
+		}
+		return err
+	}
+	if err := st.save(); err != nil {
+		if b, rerr := os.ReadFile(st.path); rerr == nil {
+			var old stateFile
+			if json.Unmarshal(b, &old) == nil {
+				st.s = old
+				st.fill()
+			}
+		}
+		return fmt.Errorf("save state %s: %w", st.path, err)
+	}
+	return nil
+}
+
+func (st *store) fill() {
 	if st.s.Images == nil {
 		st.s.Images = map[string]*imageRecord{}
 	}
@@ -101,18 +135,6 @@ func openStore(dir string) (*store, error) {
 	if st.s.Containers == nil {
 		st.s.Containers = map[string]*containerRecord{}
 	}
-	return st, nil
-}
-
-// update runs fn under the lock and saves when it returns nil; fn must
-// leave s as it was when it returns an error.
-func (st *store) update(fn func(s *stateFile) error) error {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if err := fn(&st.s); err != nil {
-		return err
-	}
-	return st.save()
 }
 
 // view runs fn under the lock.

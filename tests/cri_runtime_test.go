@@ -159,6 +159,10 @@ func TestCRIRuntimeService(t *testing.T) {
 		t.Errorf("crictl ps -a: %q", ps)
 	}
 
+	if b, err := os.ReadFile(filepath.Join(dir, "app.log")); err != nil || !strings.Contains(string(b), " stdout F pve-image: the output of this container is on the console of Proxmox CT") {
+		t.Errorf("the CRI log file (log_directory + log_path): %q %v", b, err)
+	}
+
 	d.crictlOK(t, "rm", ctrID)
 	if _, ok := sim.Container("pve1", vmid); ok {
 		t.Error("rm left the Proxmox container")
@@ -170,6 +174,33 @@ func TestCRIRuntimeService(t *testing.T) {
 	d.crictlOK(t, "rmp", podID)
 	if pods := d.crictlOK(t, "pods", "-q"); strings.TrimSpace(pods) != "" {
 		t.Errorf("pods after rmp: %q", pods)
+	}
+
+	// A program that ends on its own: exited, with the unknown exit status
+	// (Proxmox does not report it), never a success.
+	if pvelxc.Check() == nil {
+		podID = strings.TrimSpace(d.crictlOK(t, "runp", pod))
+		quick := writeJSON(t, dir, "quick.json", map[string]any{"metadata": map[string]any{"name": "quick"}, "image": map[string]any{"image": "web:1"},
+			"args": []string{"report", "exit", "3"}})
+		ctrID = strings.TrimSpace(d.crictlOK(t, "create", podID, quick, pod))
+		d.crictlOK(t, "start", ctrID)
+		var st struct {
+			Status struct {
+				State    string `json:"state"`
+				ExitCode int    `json:"exitCode"`
+				Reason   string `json:"reason"`
+			} `json:"status"`
+		}
+		for deadline := time.Now().Add(30 * time.Second); st.Status.State != "CONTAINER_EXITED"; time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("a container whose program exited: %+v", st.Status)
+			}
+			json.Unmarshal([]byte(d.crictlOK(t, "inspect", "-o", "json", ctrID)), &st)
+		}
+		if st.Status.ExitCode != 255 || st.Status.Reason != "Unknown" {
+			t.Errorf("exited on its own: %+v", st.Status)
+		}
+		d.crictlOK(t, "rmp", "-f", podID)
 	}
 
 	// A pod removed with its containers running takes them with it.
@@ -198,4 +229,49 @@ func writeJSON(t *testing.T, dir, name string, v any) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestCRIRuntimeImageKinds: a system image's pod gets no env (its init
+// would not pass kubelet's variables on) rather than failing; Proxmox
+// before 9.1 refuses application pods with the reason.
+func TestCRIRuntimeImageKinds(t *testing.T) {
+	reg := StartRegistry(t, RegistryOptions{})
+	reg.Push(t, "library/sys:1", Image(t, amd64, v1.Config{Cmd: []string{"/sbin/init"}}, Layer(t,
+		Exec("usr/lib/systemd/systemd", readFile(t, testApp)), Symlink("sbin/init", "../usr/lib/systemd/systemd"),
+		File("etc/os-release", "ID=debian\n"), File("etc/debian_version", "12.7\n"))))
+	reg.Push(t, "library/web:1", appImage(t, "kinds", v1.Config{}))
+	dir := t.TempDir()
+	pod := writeJSON(t, dir, "pod.json", map[string]any{"metadata": map[string]any{"name": "p", "namespace": "default", "uid": "u-1"}})
+	ctr := func(image string) string {
+		return writeJSON(t, dir, image+".json", map[string]any{"metadata": map[string]any{"name": image}, "image": map[string]any{"image": image + ":1"},
+			"envs": []map[string]string{{"key": "KUBERNETES_SERVICE_HOST", "value": "10.96.0.1"}}})
+	}
+	for _, version := range []string{"9.1.1", "8.4.1"} {
+		t.Run(version, func(t *testing.T) {
+			sim := startSim(t, pvesim.Options{Version: version})
+			d := startCRI(t, newCLI(t), append(pveArgs(sim, "--rootfs-storage", "shared"), "--registry-mirror", "docker.io=http://"+reg.Host)...)
+			d.crictlOK(t, "pull", "sys:1")
+			d.crictlOK(t, "pull", "web:1")
+			podID := strings.TrimSpace(d.crictlOK(t, "runp", pod))
+			id := strings.TrimSpace(d.crictlOK(t, "create", podID, ctr("sys"), pod))
+			var insp struct {
+				Info struct{ VMID int } `json:"info"`
+			}
+			json.Unmarshal([]byte(d.crictlOK(t, "inspect", "-o", "json", id)), &insp)
+			if cfg := ctConfig(t, sim, insp.Info.VMID); cfg["ostype"] != "debian" || cfg["env"] != "" || cfg["features"] != "nesting=1" {
+				t.Errorf("system image pod config %q", cfg)
+			}
+			r := d.crictl(t, "create", podID, ctr("web"), pod)
+			switch version {
+			case "8.4.1":
+				if r.err == nil || !strings.Contains(r.stderr, "FailedPrecondition") || !strings.Contains(r.stderr, "Proxmox 9.1") {
+					t.Errorf("application pod on Proxmox 8: %v %s", r.err, r.stderr)
+				}
+			default:
+				if r.err != nil {
+					t.Errorf("application pod: %s", r.stderr)
+				}
+			}
+		})
+	}
 }

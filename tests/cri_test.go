@@ -203,7 +203,15 @@ func TestCRIImageService(t *testing.T) {
 		t.Errorf("pull of a malformed reference: %s", r.stderr)
 	}
 
+	cachedTemplates := func() int { e, _ := os.ReadDir(filepath.Join(c.cache, "templates")); return len(e) }
+	cachedBlobs := func() int { e, _ := os.ReadDir(filepath.Join(c.cache, "blobs", "sha256")); return len(e) }
+	tplBefore, blobsBefore := cachedTemplates(), cachedBlobs()
 	d.crictlOK(t, "rmi", "app:1")
+	// kubelet's image GC frees disk by removing images: the cache must
+	// shrink too (the other image keeps its own).
+	if tplBefore != 2 || cachedTemplates() != 1 || cachedBlobs() >= blobsBefore {
+		t.Errorf("cache after rmi: templates %d → %d, blobs %d → %d", tplBefore, cachedTemplates(), blobsBefore, cachedBlobs())
+	}
 	if imgs := d.crictlOK(t, "images"); strings.Contains(imgs, "docker.io/library/app") {
 		t.Errorf("app still listed after rmi:\n%s", imgs)
 	}

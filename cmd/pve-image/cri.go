@@ -114,14 +114,20 @@ func mergeCRIConfig(cmd *cobra.Command, c *criConfig, file criConfig, pf *pveFla
 		a.hostsDir = file.RegistryConfig
 	}
 	if p := file.Proxmox; p != nil {
-		set("pve-url", &pf.url, p.URL)
-		set("pve-token", &pf.token, p.Token)
-		set("pve-user", &pf.user, p.User)
-		set("pve-password", &pf.password, p.Password)
-		set("pve-fingerprint", &pf.fingerprint, p.Fingerprint)
-		set("node", &pf.node, p.Node)
-		set("storage", &pf.storage, p.Storage)
-		if !cmd.Flags().Changed("pve-insecure") {
+		// The file comes after flags and the environment, as everywhere.
+		setPVE := func(flag, env string, dst *string, v string) {
+			if os.Getenv(env) == "" {
+				set(flag, dst, v)
+			}
+		}
+		setPVE("pve-url", "PVE_URL", &pf.url, p.URL)
+		setPVE("pve-token", "PVE_TOKEN", &pf.token, p.Token)
+		setPVE("pve-user", "PVE_USER", &pf.user, p.User)
+		setPVE("pve-password", "PVE_PASSWORD", &pf.password, p.Password)
+		setPVE("pve-fingerprint", "PVE_FINGERPRINT", &pf.fingerprint, p.Fingerprint)
+		setPVE("node", "PVE_NODE", &pf.node, p.Node)
+		setPVE("storage", "PVE_STORAGE", &pf.storage, p.Storage)
+		if !cmd.Flags().Changed("pve-insecure") && os.Getenv("PVE_INSECURE") == "" {
 			pf.insecure = p.Insecure
 		}
 	}
