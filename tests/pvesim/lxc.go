@@ -219,13 +219,8 @@ func (s *Server) lxcCreate(c *call) (any, error) {
 	for k, val := range conf {
 		switch {
 		case strings.HasPrefix(k, "net") && indexedKey.MatchString(k):
-			np, _ := parsePropString(val, "", netKeys)
-			nm := propMap(np)
-			if mtu := nm["mtu"]; mtu != "" && !s.bridgeExists(nm["bridge"]) {
-				return nil, die("bridge '%s' does not exist", nm["bridge"])
-			}
-			if nm["link_down"] != "1" && nm["host-managed"] == "1" && nm["ip6"] == "auto" {
-				return nil, die("%s: SLAAC is not supported for host-managed network configuration.", k)
+			if err := s.checkNet(k, val); err != nil {
+				return nil, err
 			}
 			conf[k] = normalizeNet(val)
 		case k == "tags":

@@ -566,13 +566,8 @@ func (s *Server) lxcConfigPut(c *call) (any, error) {
 		case opt == "rootfs" || strings.HasPrefix(opt, "mp") || strings.HasPrefix(opt, "dev"):
 			return nil, die("pvesim: changing '%s' is not simulated", opt)
 		case strings.HasPrefix(opt, "net") && indexedKey.MatchString(opt):
-			np, _ := parsePropString(v, "", netKeys)
-			nm := propMap(np)
-			if mtu := nm["mtu"]; mtu != "" && !s.bridgeExists(nm["bridge"]) {
-				return nil, die("bridge '%s' does not exist", nm["bridge"])
-			}
-			if nm["link_down"] != "1" && nm["host-managed"] == "1" && nm["ip6"] == "auto" {
-				return nil, die("%s: SLAAC is not supported for host-managed network configuration.", opt)
+			if err := s.checkNet(opt, v); err != nil {
+				return nil, err
 			}
 			v = normalizeNet(v)
 		case opt == "tags":
@@ -595,4 +590,19 @@ func (s *Server) lxcConfigPut(c *call) (any, error) {
 		}
 	}
 	return nil, nil
+}
+
+// checkNet is what update_pct_config checks of a NIC when it is set: an
+// MTU needs the bridge to read it from, and host-managed NICs take no
+// SLAAC.
+func (s *Server) checkNet(key, val string) *apiError {
+	np, _ := parsePropString(val, "", netKeys)
+	nm := propMap(np)
+	if mtu := nm["mtu"]; mtu != "" && !s.bridgeExists(nm["bridge"]) {
+		return die("bridge '%s' does not exist", nm["bridge"])
+	}
+	if nm["link_down"] != "1" && nm["host-managed"] == "1" && nm["ip6"] == "auto" {
+		return die("%s: SLAAC is not supported for host-managed network configuration.", key)
+	}
+	return nil
 }
