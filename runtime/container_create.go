@@ -106,7 +106,9 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		Node: s.cfg.Node, VMID: vmid, State: runtimeapi.ContainerState_CONTAINER_CREATED, CreatedAt: time.Now().UnixNano(),
 		Labels: c.GetLabels(), Annotations: c.GetAnnotations(), LogPath: logPath, Resources: c.GetLinux().GetResources()}
 	if err := s.state.update(func(st *stateFile) error { st.Containers[id] = rec; return nil }); err != nil {
-		s.cfg.Proxmox.DestroyContainer(ctx, s.cfg.Node, vmid, true)
+		// Unrecorded, it would be nobody's: remove it even if kubelet has
+		// given up on this call.
+		s.cfg.Proxmox.DestroyContainer(context.WithoutCancel(ctx), s.cfg.Node, vmid, true)
 		return nil, grpcError(err)
 	}
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
