@@ -98,12 +98,11 @@ func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContaine
 	if err := s.needProxmox(); err != nil {
 		return nil, err
 	}
-	st, err := s.cfg.Proxmox.ContainerStatus(ctx, c.Node, c.VMID)
-	switch {
-	case errors.Is(err, proxmox.ErrNotFound):
-	case err != nil:
-		return nil, grpcError(err)
-	case st.Status == "running":
+	st, exists, err := s.proxmoxStatus(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if exists && st.Status == "running" {
 		if err := s.cfg.Proxmox.ShutdownContainer(ctx, c.Node, c.VMID, int(max(req.GetTimeout(), 1)), true); err != nil {
 			return nil, grpcError(err)
 		}
@@ -128,12 +127,11 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 	if err := s.needProxmox(); err != nil {
 		return nil, err
 	}
-	_, err := s.cfg.Proxmox.ContainerStatus(ctx, c.Node, c.VMID)
-	switch {
-	case errors.Is(err, proxmox.ErrNotFound):
-	case err != nil:
-		return nil, grpcError(err)
-	default:
+	_, exists, err := s.proxmoxStatus(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if exists {
 		if err := s.cfg.Proxmox.DestroyContainer(ctx, c.Node, c.VMID, true); err != nil {
 			return nil, grpcError(err)
 		}
@@ -141,6 +139,20 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 	s.cpu.forget(c.ID)
 	err = s.state.update(func(st *stateFile) error { delete(st.Containers, c.ID); return nil })
 	return &runtimeapi.RemoveContainerResponse{}, grpcError(err)
+}
+
+// proxmoxStatus asks Proxmox about c's container. Only Proxmox saying it
+// is not there makes exists false; any other failure is an error, so that
+// a hiccup never passes for a container that is gone.
+func (s *Server) proxmoxStatus(ctx context.Context, c *containerRecord) (st proxmox.ContainerState, exists bool, err error) {
+	st, err = s.cfg.Proxmox.ContainerStatus(ctx, c.Node, c.VMID)
+	switch {
+	case errors.Is(err, proxmox.ErrNotFound):
+		return st, false, nil
+	case err != nil:
+		return st, false, grpcError(err)
+	}
+	return st, true, nil
 }
 
 // unknownExitCode is what containerd reports when a container's exit

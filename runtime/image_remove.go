@@ -3,6 +3,8 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"os"
+	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -59,23 +61,34 @@ func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageReq
 // garbage collection removes images to free the disk ImageFsInfo reports,
 // and the cache is on it.
 func (s *Server) dropCached(gone *imageRecord) {
-	var rest []imageRecord
+	var rest []string
 	s.state.view(func(st *stateFile) {
 		for _, img := range st.Images {
-			rest = append(rest, *img)
+			rest = append(rest, img.CacheKey)
 		}
 	})
+	if slices.Contains(rest, gone.CacheKey) {
+		return
+	}
+	// Listing the entries reads them without marking them used, as
+	// Cache.Template would: a removal must not refresh what prune ages.
+	c := s.cfg.Builder.Cache
+	entries, err := c.Templates()
+	if err != nil {
+		s.log.Warn("cached template stays", "key", gone.CacheKey, "err", err)
+		return
+	}
+	dirs := map[string]string{}
+	for _, e := range entries {
+		dirs[e.Key] = e.Dir
+	}
 	needed := map[v1.Hash]bool{}
-	for _, img := range rest {
-		if img.CacheKey == gone.CacheKey {
-			return
-		}
-		for _, h := range s.cachedBlobs(img.CacheKey) {
+	for _, key := range rest {
+		for _, h := range s.cachedBlobs(dirs[key]) {
 			needed[h] = true
 		}
 	}
-	c := s.cfg.Builder.Cache
-	blobs := s.cachedBlobs(gone.CacheKey)
+	blobs := s.cachedBlobs(dirs[gone.CacheKey])
 	if _, err := c.RemoveTemplate(gone.CacheKey); err != nil {
 		s.log.Warn("cached template stays", "key", gone.CacheKey, "err", err)
 	}
@@ -88,15 +101,13 @@ func (s *Server) dropCached(gone *imageRecord) {
 	}
 }
 
-// cachedBlobs lists the blobs an image's cached template was made from:
-// index, manifest, config and layers.
-func (s *Server) cachedBlobs(key string) []v1.Hash {
-	c := s.cfg.Builder.Cache
-	e, err := c.Template(key)
-	if err != nil {
+// cachedBlobs lists the blobs a cached template (its directory) was made
+// from: index, manifest, config and layers.
+func (s *Server) cachedBlobs(dir string) []v1.Hash {
+	if dir == "" {
 		return nil
 	}
-	m, err := template.ReadMeta(e.Dir)
+	m, err := template.ReadMeta(dir)
 	if err != nil {
 		return nil
 	}
@@ -110,7 +121,7 @@ func (s *Server) cachedBlobs(key string) []v1.Hash {
 	if err != nil {
 		return out
 	}
-	b, err := c.ReadBlob(mh)
+	b, err := os.ReadFile(s.cfg.Builder.Cache.BlobPath(mh))
 	if err != nil {
 		return out
 	}
