@@ -106,8 +106,55 @@ type Options struct {
 	Bridge string
 	// HWAddr is eth0's MAC; default random.
 	HWAddr string
+	// NICName is the NIC's name inside the container (lxc.net.0.name);
+	// default eth0.
+	NICName string
 	// MemoryMB limits memory (lxc.cgroup.memory.limit_in_bytes); 0 none.
 	MemoryMB int
+	// IPv4 and IPv4Gateway are the NIC's static address (CIDR) and default
+	// gateway (lxc.net.0.ipv4.address and .gateway), IPv6 and IPv6Gateway
+	// the same for IPv6: what Proxmox 9.1 writes for a host-managed NIC
+	// (pve-container src/PVE/LXC.pm update_lxc_config, L880-891), so that
+	// LXC configures the interface at start. They need Bridge.
+	IPv4, IPv4Gateway, IPv6, IPv6Gateway string
+	// LinkUp brings the NIC up at start (lxc.net.0.flags = up), as Proxmox
+	// does for host-managed NICs; LXC adds a gateway only to a NIC it
+	// brings up.
+	LinkUp bool
+	// Mounts are bind mounts (lxc.mount.entry), applied in this order.
+	// LXC mounts them as the container's root, so writing the config
+	// makes the parents of each Source searchable by others.
+	Mounts []Mount
+}
+
+// Mount is a bind mount of a host directory into the container.
+type Mount struct {
+	Source   string // absolute path on the host
+	Target   string // path inside the container
+	ReadOnly bool
+}
+
+// mountEntry is the lxc.mount.entry line of a bind mount: an fstab line
+// whose target is relative to the rootfs, with create=dir so that LXC makes
+// a missing target, and the fstab escapes (getmntent) for blanks and
+// backslashes.
+func mountEntry(m Mount) string {
+	esc := strings.NewReplacer(`\`, `\134`, " ", `\040`, "\t", `\011`, "\n", `\012`)
+	var comps []string
+	for _, c := range strings.Split(m.Target, "/") {
+		if c != "" {
+			comps = append(comps, c)
+		}
+	}
+	target := strings.Join(comps, "/")
+	if target == "" {
+		target = "."
+	}
+	opts := "bind,create=dir"
+	if m.ReadOnly {
+		opts += ",ro"
+	}
+	return fmt.Sprintf("lxc.mount.entry = %s %s none %s 0 0", esc.Replace(m.Source), esc.Replace(target), opts)
 }
 
 // Container is one container: Dir/Name/config and its rootfs.
@@ -136,15 +183,7 @@ func Create(dir, name, template string, o Options) (*Container, error) {
 	c.ConsoleLog = filepath.Join(dir, name, "console.log")
 	c.Log = filepath.Join(dir, name, "lxc.log")
 	// The container's root must reach its rootfs through the path.
-	for d := filepath.Join(dir, name); d != "/" && d != "."; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err == nil && fi.Mode().Perm()&0o001 == 0 {
-			os.Chmod(d, fi.Mode().Perm()|0o011)
-		}
-		if err != nil {
-			os.MkdirAll(d, 0o755)
-		}
-	}
+	reachable(filepath.Join(dir, name), true)
 	if err := Extract(template, c.Rootfs); err != nil {
 		os.RemoveAll(filepath.Join(dir, name))
 		return nil, err
@@ -155,7 +194,26 @@ func Create(dir, name, template string, o Options) (*Container, error) {
 	return c, nil
 }
 
-// Config returns the config Proxmox would write for o.
+// reachable makes dir and its parents searchable by others, so that the
+// container's root (uid MapBase on the host) can pass them; with create,
+// missing ones are made.
+func reachable(dir string, create bool) {
+	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err == nil && fi.Mode().Perm()&0o001 == 0 {
+			os.Chmod(d, fi.Mode().Perm()|0o011)
+		}
+		if err != nil && create {
+			os.MkdirAll(d, 0o755)
+		}
+	}
+}
+
+// WriteConfig rewrites the container's LXC config from o, as Proxmox's
+// update_lxc_config does before every start.
+func (c *Container) WriteConfig(o Options) error { return c.writeConfig(o) }
+
+// writeConfig writes the config Proxmox would write for o.
 func (c *Container) writeConfig(o Options) error {
 	include := "common.conf"
 	if o.OSType != "" && o.OSType != "unmanaged" {
@@ -206,10 +264,30 @@ func (c *Container) writeConfig(o Options) error {
 			rand.Read(b)
 			mac = fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
 		}
-		cfg = append(cfg, "lxc.net.0.type = veth", "lxc.net.0.link = "+o.Bridge, "lxc.net.0.name = eth0",
-			"lxc.net.0.hwaddr = "+mac, "lxc.net.0.veth.pair = "+RandomName("vt"))
+		nic := o.NICName
+		if nic == "" {
+			nic = "eth0"
+		}
+		cfg = append(cfg, "lxc.net.0.type = veth", "lxc.net.0.link = "+o.Bridge, "lxc.net.0.name = "+nic,
+			"lxc.net.0.hwaddr = "+strings.ToLower(mac), "lxc.net.0.veth.pair = "+RandomName("vt"))
+		for _, kv := range [][2]string{{"ipv4.address", o.IPv4}, {"ipv4.gateway", o.IPv4Gateway}, {"ipv6.address", o.IPv6}, {"ipv6.gateway", o.IPv6Gateway}} {
+			if kv[1] != "" {
+				cfg = append(cfg, "lxc.net.0."+kv[0]+" = "+kv[1])
+			}
+		}
+		if o.LinkUp {
+			cfg = append(cfg, "lxc.net.0.flags = up")
+		}
 	} else {
 		cfg = append(cfg, "lxc.net.0.type = empty")
+	}
+	for _, m := range o.Mounts {
+		// LXC mounts the entries from inside the user namespace, as the
+		// container's root: the source's parents must let it pass.
+		// (Proxmox mounts bind mounts from its prestart hook as the
+		// host's root, which needs nothing of the kind.)
+		reachable(filepath.Dir(m.Source), false)
+		cfg = append(cfg, mountEntry(m))
 	}
 	return os.WriteFile(filepath.Join(c.Dir, c.Name, "config"), []byte(strings.Join(cfg, "\n")+"\n"), 0o644)
 }
@@ -330,4 +408,15 @@ func (c *Container) LogErrors() string {
 func (c *Container) Destroy() error {
 	c.Kill()
 	return os.RemoveAll(filepath.Join(c.Dir, c.Name))
+}
+
+// PID is the host pid of the container's init, from lxc-info as
+// PVE::LXC::find_lxc_pid reads it; an error when it does not run.
+func (c *Container) PID() (int, error) {
+	out, err := exec.Command("lxc-info", "-n", c.Name, "-P", c.Dir, "-p", "-H").Output()
+	pid, perr := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil || perr != nil || pid <= 0 {
+		return 0, fmt.Errorf("unable to get PID for CT %s (not running?)", c.Name)
+	}
+	return pid, nil
 }

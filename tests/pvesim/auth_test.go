@@ -3,6 +3,8 @@ package pvesim
 import (
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -178,5 +180,46 @@ func TestRequestsCounted(t *testing.T) {
 	}
 	if n := s.Requests("", "/"); n != 3 {
 		t.Errorf("all: %d", n)
+	}
+}
+
+// TestRequestsExact counts a path exactly: the container list apart from
+// the requests below it; query strings are not part of the path.
+func TestRequestsExact(t *testing.T) {
+	s := newSim(t, Options{})
+	api(t, s, rootAuth, "GET", "/nodes/pve1/lxc", nil)
+	api(t, s, rootAuth, "GET", "/nodes/pve1/lxc", url.Values{"node": {"pve1"}})
+	api(t, s, rootAuth, "GET", "/nodes/pve1/lxc/100/status/current", nil)
+	api(t, s, rootAuth, "POST", "/nodes/pve1/lxc", url.Values{"vmid": {"100"}})
+	cases := []struct {
+		method, path  string
+		exact, prefix int
+	}{
+		{"GET", "/nodes/pve1/lxc", 2, 3},
+		{"", "/nodes/pve1/lxc", 3, 4},
+		{"POST", "/nodes/pve1/lxc", 1, 1},
+		{"GET", "/nodes/pve1/lxc/100/status/current", 1, 1},
+		{"GET", "/nodes/pve1", 0, 3},
+	}
+	for _, tc := range cases {
+		if n := s.RequestsExact(tc.method, tc.path); n != tc.exact {
+			t.Errorf("RequestsExact(%q, %q) = %d, want %d", tc.method, tc.path, n, tc.exact)
+		}
+		if n := s.Requests(tc.method, tc.path); n != tc.prefix {
+			t.Errorf("Requests(%q, %q) = %d, want %d", tc.method, tc.path, n, tc.prefix)
+		}
+	}
+}
+
+func TestLXCPath(t *testing.T) {
+	s := newSim(t, Options{})
+	if p := s.LXCPath("pve2"); !filepath.IsAbs(p) || p != filepath.Join(s.dir, "pve2", "lxc") {
+		t.Errorf("LXCPath(pve2) = %q", p)
+	}
+	if fi, err := os.Stat(s.LXCPath("pve1")); err != nil || !fi.IsDir() {
+		t.Errorf("LXCPath(pve1): %v", err)
+	}
+	if p := s.LXCPath("nope"); p != "" {
+		t.Errorf("LXCPath(nope) = %q", p)
 	}
 }

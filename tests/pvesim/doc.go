@@ -28,8 +28,11 @@
 //   - Parameter validation with PVE::JSONSchema's messages (pve-common
 //     src/PVE/JSONSchema.pm): unknown and missing properties, "requires",
 //     enums, patterns, lengths, bounds, integer/number checks, booleans
-//     only as 0/1, formats pve-node, pve-vmid, pve-storage-id, dns-name and
-//     the property strings net[n], features, rootfs.
+//     only as 0/1, formats pve-node, pve-vmid, pve-storage-id, dns-name,
+//     disk-size, pve-lxc-mp-string and the property strings net[n],
+//     features, rootfs, mp[n], with parse_property_string's own errors; an
+//     error inside a property string names its key "param.key"
+//     (check_object passes the parameter's path down, JSONSchema.pm L1331).
 //   - Chunked requests: 501 "chunked transfer encoding not supported"
 //     (process_header); non-upload bodies over 512 KiB: 501.
 //
@@ -126,10 +129,67 @@
 //     list, config GET (typed values, digest) and PUT (delete, digest,
 //     read-only and required options). A NIC's bridge must be one of
 //     Options.Bridges when the container starts and when its config is
-//     written: "bridge 'x' does not exist".
+//     written: "bridge 'x' does not exist". entrypoint and env refuse every
+//     control character but the tab (Config.pm L671 and L701).
+//   - Bind mount points mp0..mp255 (Config.pm $mp_desc L1001 on
+//     $rootfs_desc L345, verify_lxc_mp_string L982, classify_mountpoint
+//     L1897, print_ct_mountpoint L1486; API2/LXC.pm create_vm L363-408;
+//     LXC.pm check_ct_modify_config_perm L1655): at create, a volume
+//     starting with '/' is a bind mount (under /dev/ a device mount);
+//     "<path> contains illegal character sequences" for volume and mp;
+//     "mount point type bind is only allowed for root@pam" (and "type
+//     device") for anyone but the exact user root@pam, its API tokens
+//     included; "mount points configured, but 'rootfs' not set -
+//     aborting". The config keeps them as print_ct_mountpoint prints them
+//     (volume, mp, the other keys sorted, size normalised); GET config
+//     shows them.
+//   - Mounting them (LXC.pm __mountpoint_mount L2133 with its bind branch
+//     L2299, bindmount L2049, walk_tree_nofollow L1929-1978; mount_all
+//     L1810; lxc-pve-prestart-hook L91-151 with mountpoint_insert_staged)
+//     in foreach_volume's order, mp0 to mp255 by number (pve-guest-common
+//     AbstractConfig.pm L467 foreach_volume_full; Config.pm L1979
+//     valid_volume_keys): in the vzcreate worker before the template is
+//     unpacked ("mounting container failed", then "unable to create CT N -
+//     ...") and before every start: "directory '<path>' does not exist",
+//     "symlink encountered at: //<host path>" for a symlink in the host
+//     path and, with RealLXC, "symlink encountered at: //./<path>" for one
+//     (or a non-directory) inside the container, whose missing target
+//     directories are made (0755, owned by the container's root); a mount
+//     point inside an earlier one is walked through the earlier one's host
+//     directory. A failed start ends "startup for container 'N' failed"
+//     (monitor_start). Destroy frees volumes only, never a bind-mounted
+//     host directory.
+//   - A failed real start prints lxc-start's stderr into the task log
+//     without LXC's "lxc-start: <vmid>: <file>:" prefixes
+//     (print_ct_stderr_log, LXC.pm L3064).
+//   - Host-managed NICs (pve-container 6.0.15 = PVE 9.1; LXC.pm
+//     update_lxc_config L880-891): unless link_down=1, a static ip, gw,
+//     ip6 and gw6 become lxc.net.N.ipv4.address, .ipv4.gateway,
+//     .ipv6.address and .ipv6.gateway, with lxc.net.N.flags = up; at start
+//     ip6=auto fails "netN: SLAAC is not supported for host-managed network
+//     configuration".
+//   - GET .../lxc/{vmid}/interfaces (API2/LXC.pm L2982, LXC.pm
+//     get_interfaces L1262): VM.Audit; null for a container that does not
+//     run (the config is not read: an unknown one is null too); with
+//     RealLXC `ip --json a` run by nsenter in the container's network
+//     namespace, turned into name, hwaddr, hardware-address, inet, inet6
+//     (the family's last address) and ip-addresses. Without RealLXC the
+//     answer comes from the config: lo (127.0.0.1/8, ::1/128), then each
+//     NIC under its name with its MAC and its static ip and ip6 (none with
+//     link_down); a real container would also show an IPv6 link-local
+//     address, and its static addresses only once something sets them.
 //   - RealLXC: pvelxc.Create unpacks the template as pct does; entrypoint,
-//     env, hostname, memory and net0 go into the LXC config, rewritten from
-//     the container's config before every start. A bridge of
+//     env, hostname, memory, net0 (with a host-managed NIC's static
+//     addresses, so that eth0 really has them and its default route) and
+//     the bind mounts go into the LXC config, written anew from the
+//     container's config before every start. Server.LXCPath is the LXC
+//     path (-P) of a node's containers, each named by its VMID as in
+//     /var/lib/lxc/<vmid>. Departures: bind mounts are lxc.mount.entry
+//     lines ("<host path> <path> none bind,create=dir[,ro] 0 0"), mounted
+//     by LXC where Proxmox's prestart hook mounts them (the effect inside
+//     the container is the same); as LXC mounts them from inside the user
+//     namespace, the parents of a host directory are made searchable by
+//     others (as pvelxc does for its own directories). A bridge of
 //     Options.Bridges missing on the host is replaced by a Linux bridge the
 //     simulator creates and removes.
 //
@@ -137,7 +197,20 @@
 //
 //   - OCI archives as templates (§4: detected, then refused), registry
 //     pull, download-url, restore, backups, snapshots, clones, migration.
-//   - Mount points, bind mounts and devices, HA, pools, hookscripts.
+//   - Volume and device mount points (refused with "pvesim: ... not
+//     simulated"), changing mpN with PUT config (deleting works), device
+//     passthrough (devN), HA, pools, hookscripts.
+//   - Of a bind mount's options, mountoptions, acl, quota, idmap and
+//     keepattrs are kept in the config but not applied; the check after
+//     mounting ("detected mount path change") is not made. At create the
+//     simulator makes the target directories but does not mount the host
+//     directory while the template is unpacked (in Proxmox, template files
+//     below the mount point land in the host directory). A failed
+//     prestart hook's message is printed into the start task's log as it
+//     is: LXC logs a hook's output at debug level ("Script exec ...
+//     produced output: ..."), so Proxmox's log shows it only with debug,
+//     and otherwise LXC's "run_buffer: ... Script exited with status 2"
+//     lines (seen with LXC 5.0.2).
 //   - ACL paths and roles: a user's or token's privileges hold on every
 //     path, and a token's are not intersected with its user's; tokens need
 //     no user entry; no TFA.

@@ -3,6 +3,7 @@ package pvesim
 import (
 	"archive/tar"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -169,15 +170,21 @@ func (s *Server) lxcCreate(c *call) (any, error) {
 		plan.archive = s.volumePath(c.node, v)
 	}
 
-	// Mount points: rootfs only.
+	// Mount points (create_vm L363-408): rootfs, and bind mounts.
+	var mpKeys []string
 	for _, k := range opts {
 		switch m := indexedKey.FindStringSubmatch(k); {
 		case m == nil:
-		case m[1] == "mp" || m[1] == "dev":
+		case m[1] == "mp":
+			mpKeys = append(mpKeys, k)
+		case m[1] == "dev":
 			return nil, die("pvesim: '%s' is not simulated", k)
 		case m[1] == "unused":
 			delete(conf, k) // "ignoring 'unusedN', cannot create/restore with unused volume"
 		}
+	}
+	if len(mpKeys) > 0 && conf["rootfs"] == "" {
+		return nil, die("mount points configured, but 'rootfs' not set - aborting")
 	}
 	rootfs := conf["rootfs"]
 	delete(conf, "rootfs")
@@ -213,6 +220,27 @@ func (s *Server) lxcCreate(c *call) (any, error) {
 	}
 	if err := c.who.check("/storage/"+st.id, "Datastore.AllocateSpace"); err != nil {
 		return nil, err
+	}
+	// The other mount points, after rootfs as foreach_volume orders them:
+	// bind mounts are kept as given (create_disks prints them back with
+	// print_ct_mountpoint); the other kinds are not simulated.
+	for i := 0; i < indexedMax["mp"]; i++ {
+		k := fmt.Sprintf("mp%d", i)
+		if _, ok := conf[k]; !ok {
+			continue
+		}
+		mp := parseVolume(k, conf[k])
+		switch {
+		case mp == nil:
+			continue // the schema refused it already
+		case mp.typ != "volume" && !c.who.isRoot():
+			return nil, die("Only root can pass arbitrary filesystem paths.")
+		case mp.typ == "device":
+			return nil, die("pvesim: device mount points are not simulated")
+		case mp.typ == "volume":
+			return nil, die("pvesim: volume mount points are not simulated")
+		}
+		conf[k] = mp.print()
 	}
 
 	// update_pct_config.
@@ -286,6 +314,27 @@ func (s *Server) createCT(w *worker, ct *container, plan *createPlan, conf map[s
 	ct.disk = d
 	s.mu.Unlock()
 	w.printf("Creating filesystem with %d 4k blocks and %d inodes\n", d.size/4096, d.size/16384)
+
+	// mount_all (LXC.pm L1810) mounts the mount points before the
+	// template is unpacked: a bind mount's host directory must exist, and
+	// its target directories are made in the still empty rootfs, so that
+	// tar's --skip-old-files keeps them. The simulator does not mount
+	// them for the extraction (in Proxmox, template files below a bind
+	// mount point land in the host directory).
+	rootdir := ""
+	if s.opts.RealLXC {
+		rootdir = filepath.Join(s.LXCPath(ct.node), strconv.Itoa(ct.vmid), "rootfs")
+		if err := os.MkdirAll(rootdir, 0o755); err != nil {
+			return err
+		}
+		if err := os.Chown(rootdir, pvelxc.MapBase, pvelxc.MapBase); err != nil {
+			return err
+		}
+	}
+	if err := mountBinds(rootdir, bindMounts(conf), true, pvelxc.MapBase, pvelxc.MapBase); err != nil {
+		w.printf("mounting container failed\n")
+		return err
+	}
 
 	// restore_archive: the compression comes from the file name alone.
 	archive := plan.archive
@@ -372,7 +421,7 @@ func (s *Server) createCT(w *worker, ct *container, plan *createPlan, conf map[s
 		conf["swap"] = "512"
 	}
 	if s.opts.RealLXC {
-		l, err := pvelxc.Create(filepath.Join(s.dir, ct.node, "lxc"), strconv.Itoa(ct.vmid), archive, s.lxcOptions(conf))
+		l, err := pvelxc.Create(s.LXCPath(ct.node), strconv.Itoa(ct.vmid), archive, s.lxcOptions(conf))
 		if err != nil {
 			return err
 		}
@@ -438,6 +487,10 @@ func (s *Server) destroyCT(ct *container) {
 	s.mu.Unlock()
 	if l != nil {
 		l.Destroy()
+	} else if s.opts.RealLXC {
+		// A create that failed before unpacking the template leaves
+		// the rootfs mount_all prepared.
+		os.RemoveAll(filepath.Join(s.LXCPath(ct.node), strconv.Itoa(ct.vmid)))
 	}
 	if d != nil && d.path != "" {
 		os.Remove(d.path)
@@ -575,6 +628,19 @@ func (s *Server) startCT(w *worker, ct *container) error {
 	if err := s.checkBridges(conf); err != nil {
 		return err
 	}
+	// The prestart hook mounts the mount points; when it fails, vm_start
+	// prints the container's stderr log and dies (LXC.pm L3112-3123
+	// monitor_start). The hook's own message is in that log only with
+	// debug (LXC logs a hook's output at debug level: "Script exec ...
+	// produced output: ..."); the simulator prints it always.
+	rootfs := ""
+	if l != nil {
+		rootfs = l.Rootfs
+	}
+	if err := mountBinds(rootfs, bindMounts(conf), false, pvelxc.MapBase, pvelxc.MapBase); err != nil {
+		w.printf("%s\n", err)
+		return fmt.Errorf("startup for container '%d' failed", ct.vmid)
+	}
 	if l != nil {
 		if err := s.rewriteLXCConfig(l, conf); err != nil {
 			return fmt.Errorf("unable to write lxc config - %v", err)
@@ -583,6 +649,7 @@ func (s *Server) startCT(w *worker, ct *container) error {
 			return fmt.Errorf("startup for container '%d' failed", ct.vmid)
 		}
 		if err := waitStarted(w, l); err != nil {
+			printStderrLog(w, l)
 			return fmt.Errorf("startup for container '%d' failed", ct.vmid)
 		}
 	}
@@ -590,6 +657,22 @@ func (s *Server) startCT(w *worker, ct *container) error {
 	ct.running, ct.started = true, time.Now()
 	s.mu.Unlock()
 	return nil
+}
+
+// reStderrLine is print_ct_stderr_log's pattern (LXC.pm L3069): LXC's
+// "lxc-start: <vmid>: <file>: " prefix goes.
+var reStderrLine = regexp.MustCompile(`^[ \t]*(?:lxc-start:?\s+\d+:?\s*\S+\s*)?(.*?)[ \t]*$`)
+
+// printStderrLog is print_ct_stderr_log: after a failed start, vm_start
+// prints what lxc-start wrote to its stderr (/run/pve/ct-<vmid>.stderr;
+// here lxc-start.out) into the task log.
+func printStderrLog(w *worker, l *pvelxc.Container) {
+	b, _ := os.ReadFile(filepath.Join(l.Dir, l.Name, "lxc-start.out"))
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if line != "" {
+			w.printf("%s\n", reStderrLine.FindStringSubmatch(line)[1])
+		}
+	}
 }
 
 // waitStarted waits until LXC reports the container running, or the
@@ -783,4 +866,109 @@ func (s *Server) lxcDestroy(c *call) (any, error) {
 		}
 		return nil
 	}), nil
+}
+
+// lxcInterfaces is GET /nodes/{node}/lxc/{vmid}/interfaces (API2/LXC.pm
+// L2982, needing VM.Audit) with PVE::LXC::get_interfaces (LXC.pm L1262):
+// `ip --json a` in the container's network namespace, null when the
+// container does not run (find_lxc_pid fails; the config is not read, so
+// an unknown container is null as well). Without RealLXC there is no
+// namespace: the answer is made from the config (configInterfaces).
+func (s *Server) lxcInterfaces(c *call) (any, error) {
+	n, _ := strconv.Atoi(c.p.get("vmid"))
+	s.mu.Lock()
+	ct := s.cts[n]
+	s.mu.Unlock()
+	if ct == nil || ct.node != c.node {
+		return nil, nil
+	}
+	conf, l, running := ct.state(s)
+	if !running {
+		return nil, nil
+	}
+	if l == nil {
+		return configInterfaces(conf), nil
+	}
+	pid, err := l.PID()
+	if err != nil {
+		return nil, nil
+	}
+	cmd := []string{"nsenter", "-t", strconv.Itoa(pid), "--net", "--", "ip", "--json", "a"}
+	out, err := exec.Command(cmd[0], cmd[1:]...).Output()
+	if err != nil {
+		code := -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+		return nil, die("command '%s' failed: exit code %d", strings.Join(cmd, " "), code)
+	}
+	var links []struct {
+		Ifname   string `json:"ifname"`
+		Address  string `json:"address"`
+		AddrInfo []struct {
+			Family    string `json:"family"`
+			Local     string `json:"local"`
+			Prefixlen int    `json:"prefixlen"`
+		} `json:"addr_info"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil {
+		return nil, die("malformed JSON string: %v", err)
+	}
+	res := []map[string]any{}
+	for _, link := range links {
+		obj := map[string]any{"name": link.Ifname}
+		addrs := []map[string]any{}
+		for _, a := range link.AddrInfo {
+			// inet and inet6 keep the last address of their family.
+			obj[a.Family] = fmt.Sprintf("%s/%d", a.Local, a.Prefixlen)
+			addrs = append(addrs, map[string]any{"ip-address-type": a.Family, "ip-address": a.Local, "prefix": a.Prefixlen})
+		}
+		obj["ip-addresses"] = addrs
+		obj["hardware-address"], obj["hwaddr"] = link.Address, link.Address
+		res = append(res, obj)
+	}
+	return res, nil
+}
+
+// configInterfaces is get_interfaces' answer made from the config, for
+// containers that do not really run: lo, then each NIC (by number) under
+// its name with its MAC and its static addresses (ip, ip6 other than
+// dhcp, auto and manual), none when link_down. A real container has an
+// IPv6 link-local address as well, and the addresses only when something
+// sets them (host-managed, or the distribution's network setup).
+func configInterfaces(conf map[string]string) []map[string]any {
+	iface := func(name, mac string, cidrs ...string) map[string]any {
+		obj := map[string]any{"name": name, "hwaddr": mac, "hardware-address": mac}
+		addrs := []map[string]any{}
+		for _, cidr := range cidrs {
+			ip, prefix, _ := strings.Cut(cidr, "/")
+			family := "inet"
+			if strings.Contains(ip, ":") {
+				family = "inet6"
+			}
+			n, _ := strconv.Atoi(prefix)
+			obj[family] = cidr
+			addrs = append(addrs, map[string]any{"ip-address-type": family, "ip-address": ip, "prefix": n})
+		}
+		obj["ip-addresses"] = addrs
+		return obj
+	}
+	res := []map[string]any{iface("lo", "00:00:00:00:00:00", "127.0.0.1/8", "::1/128")}
+	for i := 0; i < indexedMax["net"]; i++ {
+		v, ok := conf[fmt.Sprintf("net%d", i)]
+		if !ok {
+			continue
+		}
+		pairs, _ := parsePropString(v, "", netKeys)
+		m := propMap(pairs)
+		var cidrs []string
+		for _, k := range []string{"ip", "ip6"} {
+			if a := m[k]; a != "" && a != "dhcp" && a != "manual" && a != "auto" && m["link_down"] != "1" {
+				cidrs = append(cidrs, a)
+			}
+		}
+		res = append(res, iface(m["name"], strings.ToLower(m["hwaddr"]), cidrs...))
+	}
+	return res
 }

@@ -353,6 +353,14 @@ func TestLXCConfig(t *testing.T) {
 		{"bad entrypoint", url.Values{"entrypoint": {"a\x01b"}}, 400, "Parameter verification failed.",
 			map[string]string{"entrypoint": "value does not match the regex pattern"}},
 		{"unknown bridge", url.Values{"net0": {"name=eth0,bridge=nope"}}, 500, "bridge 'nope' does not exist", nil},
+		// parse_property_string's own errors, and check_object's naming
+		// a key "param.key".
+		{"NIC without keys", url.Values{"net0": {"eth0"}}, 400, "Parameter verification failed.",
+			map[string]string{"net0": "invalid format - value without key, but schema does not define a default key\n"}},
+		{"NIC key without value", url.Values{"net0": {"name=eth0,bridge="}}, 400, "Parameter verification failed.",
+			map[string]string{"net0": "invalid format - missing key in comma-separated list property\n"}},
+		{"NIC with a bad MTU", url.Values{"net0": {"name=eth0,bridge=vmbr0,mtu=9"}}, 400, "Parameter verification failed.",
+			map[string]string{"net0": "invalid format - format error\nnet0.mtu: value must have a minimum value of 64\n"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -384,8 +392,9 @@ func TestVersionGating(t *testing.T) {
 	}{
 		{"no entrypoint before 9.1", url.Values{"entrypoint": {"/app"}}, map[string]string{"entrypoint": "property is not defined in schema and the schema does not allow additional properties"}},
 		{"no env before 9.1", url.Values{"env": {"A=1"}}, map[string]string{"env": "property is not defined in schema and the schema does not allow additional properties"}},
+		// check_object names a key inside a property string "param.key".
 		{"no host-managed before 9.1", url.Values{"net0": {"name=eth0,bridge=vmbr0,host-managed=1"}},
-			map[string]string{"net0": "invalid format - format error\nhost-managed: property is not defined in schema and the schema does not allow additional properties\n"}},
+			map[string]string{"net0": "invalid format - format error\nnet0.host-managed: property is not defined in schema and the schema does not allow additional properties\n"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -416,4 +425,84 @@ func TestVersionGating(t *testing.T) {
 			t.Fatalf("%v", r)
 		}
 	})
+}
+
+// TestLXCControlCharacters: env and entrypoint take no control characters
+// but the tab (Config.pm's \x0a-\x1F), at create and in PUT config.
+func TestLXCControlCharacters(t *testing.T) {
+	s := newSim(t, Options{})
+	deb := putTemplate(t, s, "", "shared", "d.tar.zst", debianFiles())
+	_, st := createCT(t, s, rootAuth, "pve1", url.Values{"vmid": {"100"}, "ostemplate": {deb}, "rootfs": {"local-lvm:1"}})
+	if st["exitstatus"] != "OK" {
+		t.Fatalf("%v", st)
+	}
+	cases := []struct {
+		key, value string
+		ok         bool
+	}{
+		{"env", "A=x\ny", false},
+		{"env", "A=x\x0by", false},
+		{"env", "A=x\x1fy", false},
+		{"env", "A=x\x00B=y\rz", false},
+		{"env", "A=x\ty", true},
+		{"env", "A=x\x00B=two words", true},
+		{"env", "A=é", true},
+		{"entrypoint", "/app\n--serve", false},
+		{"entrypoint", "/app\x10", false},
+		{"entrypoint", "/app\t--serve", true},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%s %q", tc.key, tc.value), func(t *testing.T) {
+			r := api(t, s, rootAuth, "PUT", "/nodes/pve1/lxc/100/config", url.Values{tc.key: {tc.value}})
+			if tc.ok {
+				mustOK(t, r)
+				if ct, _ := s.Container("pve1", 100); ct.Config[tc.key] != tc.value {
+					t.Fatalf("config %s = %q", tc.key, ct.Config[tc.key])
+				}
+				return
+			}
+			if r.code != 400 || r.errs()[tc.key] != "value does not match the regex pattern" {
+				t.Fatalf("PUT: %v", r)
+			}
+			r = api(t, s, rootAuth, "POST", "/nodes/pve1/lxc", url.Values{"vmid": {"101"}, "ostemplate": {deb}, tc.key: {tc.value}})
+			if r.code != 400 || r.errs()[tc.key] != "value does not match the regex pattern" {
+				t.Fatalf("create: %v", r)
+			}
+		})
+	}
+}
+
+// TestLXCInterfaces: without RealLXC the interfaces come from the config;
+// a stopped or unknown container is null.
+func TestLXCInterfaces(t *testing.T) {
+	s := newSim(t, Options{})
+	deb := putTemplate(t, s, "", "shared", "d.tar.zst", debianFiles())
+	_, st := createCT(t, s, rootAuth, "pve1", url.Values{"vmid": {"100"}, "ostemplate": {deb}, "rootfs": {"local-lvm:1"},
+		"net0": {"name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,host-managed=1,ip=10.0.0.5/24,gw=10.0.0.1,ip6=fd00::5/64"},
+		"net1": {"name=eth1,bridge=vmbr0,hwaddr=BC:24:11:00:00:02,ip=dhcp"}})
+	if st["exitstatus"] != "OK" {
+		t.Fatalf("%v", st)
+	}
+	get := func(a auth, path string) reply { return api(t, s, a, "GET", path, nil) }
+	for _, path := range []string{"/nodes/pve1/lxc/100/interfaces", "/nodes/pve1/lxc/999/interfaces", "/nodes/pve2/lxc/100/interfaces"} {
+		if r := mustOK(t, get(rootAuth, path)); r.body != `{"data":null}` {
+			t.Errorf("%s: %v", path, r)
+		}
+	}
+	s.AddToken(Token{ID: "ro@pve!t", Secret: "x", Privs: []string{"Datastore.Audit"}})
+	if r := get(tokenAuth("ro@pve!t", "x"), "/nodes/pve1/lxc/100/interfaces"); r.code != 403 || r.reason != "Permission check failed (/vms/100, VM.Audit)" {
+		t.Fatalf("without VM.Audit: %v", r)
+	}
+	r := mustOK(t, api(t, s, rootAuth, "POST", "/nodes/pve1/lxc/100/status/start", nil))
+	if st := waitTask(t, s, r.str()); st["exitstatus"] != "OK" {
+		t.Fatalf("start: %v", st)
+	}
+	got := mustOK(t, get(rootAuth, "/nodes/pve1/lxc/100/interfaces")).body
+	want := `{"data":[` +
+		`{"hardware-address":"00:00:00:00:00:00","hwaddr":"00:00:00:00:00:00","inet":"127.0.0.1/8","inet6":"::1/128","ip-addresses":[{"ip-address":"127.0.0.1","ip-address-type":"inet","prefix":8},{"ip-address":"::1","ip-address-type":"inet6","prefix":128}],"name":"lo"},` +
+		`{"hardware-address":"bc:24:11:00:00:01","hwaddr":"bc:24:11:00:00:01","inet":"10.0.0.5/24","inet6":"fd00::5/64","ip-addresses":[{"ip-address":"10.0.0.5","ip-address-type":"inet","prefix":24},{"ip-address":"fd00::5","ip-address-type":"inet6","prefix":64}],"name":"eth0"},` +
+		`{"hardware-address":"bc:24:11:00:00:02","hwaddr":"bc:24:11:00:00:02","ip-addresses":[],"name":"eth1"}]}`
+	if got != want {
+		t.Fatalf("interfaces\n got %s\nwant %s", got, want)
+	}
 }

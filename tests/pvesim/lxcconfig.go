@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -83,10 +82,121 @@ var featureKeys = map[string]spec{
 	"mount": str().match(`[a-zA-Z0-9_; ]+`), "nesting": boolean(),
 }
 
+// rootfsKeys is $rootfs_desc (Config.pm L345-423); a volume and the mount
+// point path must pass verify_lxc_mp_string.
 var rootfsKeys = map[string]spec{
-	"volume": str().req(), "size": str().match(`\d+(?:\.\d+)?[KMGT]?`),
+	"volume": str().req().fmtd(fmtMPString), "size": str().fmtd(fmtDiskSize),
 	"acl": boolean(), "mountoptions": str().match(`(discard|lazytime|noatime|nodev|noexec|nosuid)(;(discard|lazytime|noatime|nodev|noexec|nosuid))*`),
+	"idmap": str().match(`^(?:passthrough|[ug]:[0-9]+:[0-9]+:[1-9][0-9]*(?:;[ug]:[0-9]+:[0-9]+:[1-9][0-9]*)*)$`),
 	"quota": boolean(), "replicate": boolean(), "ro": boolean(), "shared": boolean(),
+}
+
+// mpKeys is $mp_desc (Config.pm L1001-1028): $rootfs_desc plus backup, the
+// required mp (the path inside the container) and keepattrs.
+var mpKeys = func() map[string]spec {
+	m := map[string]spec{"backup": boolean(), "mp": str().req().fmtd(fmtMPString), "keepattrs": boolean()}
+	for k, v := range rootfsKeys {
+		m[k] = v
+	}
+	return m
+}()
+
+// reIllegalMP is verify_lxc_mp_string (Config.pm L982): no /./ or /../,
+// no /. or /.. at the end, no ../ at the start.
+var reIllegalMP = regexp.MustCompile(`/\.\.?/|/\.\.?$|^\.\./`)
+
+func fmtMPString(v string) string {
+	if reIllegalMP.MatchString(v) {
+		return v + " contains illegal character sequences\n"
+	}
+	return ""
+}
+
+// reDiskSize is PVE::JSONSchema::parse_size, which the disk-size format
+// (pve_verify_disk_size) uses.
+var reDiskSize = regexp.MustCompile(`^(\d+(\.\d+)?)([KMGT](?:iB)?)?$`)
+
+func fmtDiskSize(v string) string {
+	if !reDiskSize.MatchString(v) {
+		return "value does not look like a valid disk size: " + v + "\n"
+	}
+	return ""
+}
+
+// parseSize is PVE::JSONSchema::parse_size: bytes, or -1.
+func parseSize(v string) int64 {
+	m := reDiskSize.FindStringSubmatch(v)
+	if m == nil {
+		return -1
+	}
+	f, _ := strconv.ParseFloat(m[1], 64)
+	mult := map[string]float64{"": 1, "K": 1 << 10, "KiB": 1 << 10, "M": 1 << 20, "MiB": 1 << 20, "G": 1 << 30, "GiB": 1 << 30, "T": 1 << 40, "TiB": 1 << 40}[m[3]]
+	return int64(f * mult)
+}
+
+// mountPoint is a parsed rootfs or mpN (parse_volume, Config.pm L1506).
+type mountPoint struct {
+	key string
+	m   map[string]string
+	typ string // classify_mountpoint: "volume", "bind" or "device"
+}
+
+// classifyMountpoint is Config.pm classify_mountpoint (L1897): a path is a
+// bind mount, or a device mount under /dev/; anything else is a volume.
+func classifyMountpoint(vol string) string {
+	if strings.HasPrefix(vol, "/") {
+		if strings.HasPrefix(vol, "/dev/") {
+			return "device"
+		}
+		return "bind"
+	}
+	return "volume"
+}
+
+// parseVolume parses rootfs or mpN as $parse_ct_mountpoint_full does; nil
+// when it does not parse (parse_volume with $noerr).
+func parseVolume(key, v string) *mountPoint {
+	keys := mpKeys
+	if key == "rootfs" {
+		keys = rootfsKeys
+	}
+	pairs, msg := parsePropString(v, "volume", keys)
+	if msg != "" {
+		return nil
+	}
+	mp := &mountPoint{key: key, m: propMap(pairs)}
+	if key == "rootfs" {
+		mp.m["mp"] = "/"
+	}
+	mp.typ = classifyMountpoint(mp.m["volume"])
+	return mp
+}
+
+// print is print_ct_mountpoint (Config.pm L1486) through
+// PVE::JSONSchema::print_property_string: the volume first (as the default
+// key, bare), then the required mp, then the rest sorted, the size
+// normalised by format_size; rootfs leaves out mp.
+func (mp *mountPoint) print() string {
+	var out []string
+	out = append(out, mp.m["volume"])
+	if mp.key != "rootfs" {
+		out = append(out, "mp="+mp.m["mp"])
+	}
+	keys := make([]string, 0, len(mp.m))
+	for k := range mp.m {
+		if k != "volume" && k != "mp" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := mp.m[k]
+		if k == "size" {
+			v = formatSize(parseSize(v))
+		}
+		out = append(out, k+"="+v)
+	}
+	return strings.Join(out, ",")
 }
 
 var (
@@ -106,13 +216,6 @@ func fmtIPv6Config(v string) string {
 		return ""
 	}
 	return "value does not look like a valid ipv6 network configuration\n"
-}
-
-func propFormat(keys map[string]spec, defaultKey string) func(string) string {
-	return func(v string) string {
-		_, msg := parsePropString(v, defaultKey, keys)
-		return msg
-	}
 }
 
 // netKeysLegacy is net[n] before pve-container 6.0.15 (PVE 9.1): no
@@ -135,6 +238,8 @@ func confSchema(appCT bool) schema {
 	if !appCT {
 		nk = netKeysLegacy
 	}
+	// entrypoint and env have Config.pm's patterns (L671 and L701): no
+	// control characters but the tab (\x09), so no newline either.
 	sc := schema{
 		"arch":         str().oneOf("amd64", "i386", "arm64", "armhf", "riscv32", "riscv64"),
 		"cmode":        str().oneOf("shell", "console", "tty"),
@@ -145,20 +250,20 @@ func confSchema(appCT bool) schema {
 		"debug":        boolean(),
 		"description":  str().length(0, 8192),
 		"dev[n]":       str(),
-		"entrypoint":   str().match(`[^\x00-\x08\x10-\x1F\x7F]+`),
-		"env":          str().match(`(?:\w+=[^\x00-\x08\x10-\x1F\x7F]*)(?:\x00\w+=[^\x00-\x08\x10-\x1F\x7F]*)*`),
-		"features":     str().fmtd(propFormat(featureKeys, "")),
+		"entrypoint":   str().match(`[^\x00-\x08\x0a-\x1F\x7F]+`),
+		"env":          str().match(`(?:\w+=[^\x00-\x08\x0a-\x1F\x7F]*)(?:\x00\w+=[^\x00-\x08\x0a-\x1F\x7F]*)*`),
+		"features":     str().propString(featureKeys, ""),
 		"hookscript":   str(),
 		"hostname":     str().length(0, 255).fmtd(fmtDNSName),
 		"lock":         str().oneOf("backup", "create", "destroyed", "disk", "fstrim", "migrate", "mounted", "rollback", "snapshot", "snapshot-delete"),
 		"memory":       integer().between("16", ""),
-		"mp[n]":        str(),
+		"mp[n]":        str().propString(mpKeys, "volume"),
 		"nameserver":   str(),
-		"net[n]":       str().fmtd(propFormat(nk, "")),
+		"net[n]":       str().propString(nk, ""),
 		"onboot":       boolean(),
 		"ostype":       str().oneOf("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux", "alpine", "gentoo", "nixos", "unmanaged"),
 		"protection":   boolean(),
-		"rootfs":       str().fmtd(propFormat(rootfsKeys, "volume")),
+		"rootfs":       str().propString(rootfsKeys, "volume"),
 		"searchdomain": str(),
 		"startup":      str(),
 		"swap":         integer().between("0", ""),
@@ -243,14 +348,16 @@ func checkModifyPerm(who *principal, vmid string, oldConf map[string]string, opt
 			if deleting {
 				continue
 			}
-			vol := newConf[opt]
-			if pairs, _ := parsePropString(vol, "volume", rootfsKeys); pairs != nil {
-				vol = propMap(pairs)["volume"]
+			mp := parseVolume(opt, newConf[opt])
+			if mp == nil {
+				continue // refused by the schema already
 			}
-			if strings.HasPrefix(vol, "/") {
-				return permErrText("mount point type bind is only allowed for root@pam")
+			// An API token of root@pam is not root@pam: bind and
+			// device mounts stay refused to it (LXC.pm L1669).
+			if mp.typ != "volume" {
+				return permErrText("mount point type " + mp.typ + " is only allowed for root@pam")
 			}
-			if m := newDiskRe.FindStringSubmatch(vol); m != nil {
+			if m := newDiskRe.FindStringSubmatch(mp.m["volume"]); m != nil {
 				if err := who.check("/storage/"+m[1], "Datastore.AllocateSpace"); err != nil {
 					return err
 				}
@@ -398,6 +505,10 @@ func (s *Server) removeBridges() {
 	s.ownBridges = nil
 }
 
+// checkBridges is what update_lxc_config's NIC loop (LXC.pm L857-891)
+// checks before every start, NICs in Perl's key order: the bridge must
+// exist (read_bridge_mtu), and a host-managed NIC takes no SLAAC (the
+// message has no final period there, unlike update_pct_config's).
 func (s *Server) checkBridges(conf map[string]string) error {
 	keys := make([]string, 0)
 	for k := range conf {
@@ -408,11 +519,35 @@ func (s *Server) checkBridges(conf map[string]string) error {
 	sort.Strings(keys)
 	for _, k := range keys {
 		pairs, _ := parsePropString(conf[k], "", netKeys)
-		if br := propMap(pairs)["bridge"]; !s.bridgeExists(br) {
+		m := propMap(pairs)
+		if br := m["bridge"]; !s.bridgeExists(br) {
 			return fmt.Errorf("bridge '%s' does not exist", br)
+		}
+		if m["link_down"] != "1" && m["host-managed"] == "1" && m["ip6"] == "auto" {
+			return fmt.Errorf("%s: SLAAC is not supported for host-managed network configuration", k)
 		}
 	}
 	return nil
+}
+
+// bindMounts are the container's bind mount points in the order Proxmox
+// mounts them: foreach_volume walks valid_volume_keys, rootfs then mp0 to
+// mp255 by number (pve-guest-common AbstractConfig.pm L467
+// foreach_volume_full; Config.pm L1979 valid_volume_keys). Mount points
+// that do not parse are skipped, as parse_volume with $noerr does.
+func bindMounts(conf map[string]string) []*mountPoint {
+	var out []*mountPoint
+	for i := 0; i < indexedMax["mp"]; i++ {
+		key := fmt.Sprintf("mp%d", i)
+		v, ok := conf[key]
+		if !ok {
+			continue
+		}
+		if mp := parseVolume(key, v); mp != nil && mp.typ == "bind" {
+			out = append(out, mp)
+		}
+	}
+	return out
 }
 
 // lxcOptions is the part of the config pvelxc writes into the LXC config.
@@ -423,51 +558,39 @@ func (s *Server) lxcOptions(conf map[string]string) pvelxc.Options {
 	}
 	if pairs, _ := parsePropString(conf["net0"], "", netKeys); pairs != nil {
 		m := propMap(pairs)
-		o.Bridge, o.HWAddr = s.hostBridges[m["bridge"]], m["hwaddr"]
+		o.Bridge, o.HWAddr, o.NICName = s.hostBridges[m["bridge"]], m["hwaddr"], m["name"]
+		// update_lxc_config (LXC.pm L880-891, pve-container 6.0.15): a
+		// host-managed NIC that is not link_down gets its static
+		// addresses and gateways from LXC, and is brought up.
+		if m["host-managed"] == "1" && m["link_down"] != "1" {
+			if ip := m["ip"]; ip != "" && ip != "dhcp" && ip != "manual" {
+				o.IPv4 = ip
+			}
+			o.IPv4Gateway = m["gw"]
+			if ip6 := m["ip6"]; ip6 != "" && ip6 != "dhcp" && ip6 != "manual" {
+				o.IPv6 = ip6
+			}
+			o.IPv6Gateway = m["gw6"]
+			o.LinkUp = true
+		}
 	}
 	o.MemoryMB, _ = strconv.Atoi(conf["memory"])
+	// Proxmox mounts bind mount points from its prestart hook
+	// (lxc-pve-prestart-hook, LXC.pm __mountpoint_mount); the simulator
+	// hands them to LXC as lxc.mount.entry, which has the same effect
+	// inside the container. mountBinds has made the checks and the
+	// directories by then.
+	for _, mp := range bindMounts(conf) {
+		o.Mounts = append(o.Mounts, pvelxc.Mount{Source: mp.m["volume"], Target: mp.m["mp"], ReadOnly: mp.m["ro"] == "1"})
+	}
 	return o
 }
 
-// rewriteLXCConfig brings the LXC config pvelxc wrote up to date with the
-// container's config before a start, as update_lxc_config does: init
-// command, environment, host name, memory and the first NIC.
+// rewriteLXCConfig writes the LXC config anew from the container's config
+// before a start, as update_lxc_config does: init command, environment,
+// host name, memory, the first NIC and the bind mounts.
 func (s *Server) rewriteLXCConfig(l *pvelxc.Container, conf map[string]string) error {
-	path := filepath.Join(l.Dir, l.Name, "config")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	o := s.lxcOptions(conf)
-	var out []string
-	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
-		switch {
-		case strings.HasPrefix(line, "lxc.init.cmd"),
-			strings.HasPrefix(line, "lxc.environment") && line != "lxc.environment = TERM=linux",
-			strings.HasPrefix(line, "lxc.uts.name"),
-			strings.HasPrefix(line, "lxc.cgroup.memory.limit_in_bytes"),
-			strings.HasPrefix(line, "lxc.net.0."):
-			continue
-		}
-		out = append(out, line)
-	}
-	out = append(out, "lxc.uts.name = "+o.Hostname)
-	if o.InitCmd != "" {
-		out = append(out, "lxc.init.cmd = "+o.InitCmd)
-	}
-	for _, e := range o.Env {
-		out = append(out, "lxc.environment = "+e)
-	}
-	if o.MemoryMB > 0 {
-		out = append(out, fmt.Sprintf("lxc.cgroup.memory.limit_in_bytes = %d", o.MemoryMB<<20))
-	}
-	if o.Bridge != "" {
-		out = append(out, "lxc.net.0.type = veth", "lxc.net.0.link = "+o.Bridge, "lxc.net.0.name = eth0",
-			"lxc.net.0.hwaddr = "+strings.ToLower(o.HWAddr), "lxc.net.0.veth.pair = "+pvelxc.RandomName("vt"))
-	} else {
-		out = append(out, "lxc.net.0.type = empty")
-	}
-	return os.WriteFile(path, []byte(strings.Join(out, "\n")+"\n"), 0o644)
+	return l.WriteConfig(s.lxcOptions(conf))
 }
 
 func (s *Server) lxcConfigGet(c *call) (any, error) {

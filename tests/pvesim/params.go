@@ -128,6 +128,10 @@ type spec struct {
 	pattern  *regexp.Regexp // anchored by check, like JSONSchema's m/^$pattern$/
 	format   func(string) string
 	requires string
+	// props are the keys of a property-string format (PVE::JSONSchema
+	// parse_property_string), propDefault its default_key.
+	props       map[string]spec
+	propDefault string
 }
 
 func str() spec          { return spec{typ: "string", optional: true} }
@@ -147,6 +151,10 @@ func (s spec) fmtd(f func(string) string) spec {
 	return s
 }
 func (s spec) needs(k string) spec { s.requires = k; return s }
+func (s spec) propString(keys map[string]spec, defaultKey string) spec {
+	s.props, s.propDefault = keys, defaultKey
+	return s
+}
 
 // schema maps parameter names to specs; a name ending in "[n]" covers
 // name0..name(N-1) for the N in indexed.
@@ -207,7 +215,7 @@ func (sc schema) validate(p params) *apiError {
 		if s.requires != "" && !p.has(s.requires) {
 			add(s.requires, fmt.Sprintf("missing property required by '%s'", k))
 		}
-		if msg := s.check(p.v[k], p.bad[k]); msg != "" {
+		if msg := s.checkAt(k, p.v[k], p.bad[k]); msg != "" {
 			add(k, msg)
 		}
 	}
@@ -217,7 +225,11 @@ func (sc schema) validate(p params) *apiError {
 	return nil
 }
 
-func (s spec) check(v, ref string) string {
+func (s spec) check(v, ref string) string { return s.checkAt("", v, ref) }
+
+// checkAt is check_prop for the value at path (the parameter's name, or
+// "param.key" inside a property string), which names nested errors.
+func (s spec) checkAt(path, v, ref string) string {
 	if ref != "" {
 		return fmt.Sprintf("type check ('%s') failed - got %s", s.typ, ref)
 	}
@@ -240,6 +252,11 @@ func (s spec) check(v, ref string) string {
 	}
 	if s.format != nil {
 		if msg := s.format(v); msg != "" {
+			return "invalid format - " + msg
+		}
+	}
+	if s.props != nil {
+		if _, msg := parsePropStringAt(path, v, s.propDefault, s.props); msg != "" {
 			return "invalid format - " + msg
 		}
 	}
@@ -340,25 +357,49 @@ func storageParam() spec { return str().req().fmtd(fmtStorageID) }
 // without "k=" belonging to defaultKey) against known keys; it returns the
 // pairs in order, or the error JSONSchema reports.
 func parsePropString(v, defaultKey string, keys map[string]spec) ([][2]string, string) {
+	return parsePropStringAt("", v, defaultKey, keys)
+}
+
+// parsePropStringAt is parse_property_string for the value of parameter
+// path: check_prop passes the parameter's name down, so a key's error is
+// reported as "path.key" (pve-common JSONSchema.pm check_object, L1331).
+func parsePropStringAt(path, v, defaultKey string, keys map[string]spec) ([][2]string, string) {
+	at := func(k string) string {
+		if path == "" {
+			return k
+		}
+		return path + "." + k
+	}
 	var out [][2]string
 	seen := map[string]bool{}
+	defaultSeen := false
 	for _, part := range strings.Split(v, ",") {
-		if part == "" {
+		if strings.TrimSpace(part) == "" {
 			continue
 		}
+		// parse_property_string's own dies (JSONSchema.pm L1096-1138)
+		// come without the "format error" of check_object's errors.
 		k, val, ok := strings.Cut(part, "=")
-		if !ok {
-			if defaultKey == "" {
-				return nil, fmt.Sprintf("format error\n%s: property is not defined in schema and the schema does not allow additional properties\n", part)
+		switch {
+		case !ok:
+			if defaultSeen {
+				return nil, fmt.Sprintf("duplicate key in comma-separated list property: %s\n", defaultKey)
 			}
-			k, val = defaultKey, part
+			if defaultKey == "" {
+				return nil, "value without key, but schema does not define a default key\n"
+			}
+			if seen[defaultKey] {
+				return nil, fmt.Sprintf("duplicate key in comma-separated list property: %s\n", defaultKey)
+			}
+			k, val, defaultSeen = defaultKey, part, true
+		case k == "" || val == "":
+			return nil, "missing key in comma-separated list property\n"
+		case seen[k]:
+			return nil, fmt.Sprintf("duplicate key in comma-separated list property: %s\n", k)
 		}
 		s, known := keys[k]
 		if !known {
-			return nil, fmt.Sprintf("format error\n%s: property is not defined in schema and the schema does not allow additional properties\n", k)
-		}
-		if seen[k] {
-			return nil, fmt.Sprintf("format error\n%s: duplicate key in comma-separated list property\n", k)
+			return nil, fmt.Sprintf("format error\n%s: property is not defined in schema and the schema does not allow additional properties\n", at(k))
 		}
 		seen[k] = true
 		if s.typ == "boolean" {
@@ -370,14 +411,19 @@ func parsePropString(v, defaultKey string, keys map[string]spec) ([][2]string, s
 				val = "0"
 			}
 		}
-		if msg := s.check(val, ""); msg != "" {
-			return nil, fmt.Sprintf("format error\n%s: %s\n", k, msg)
+		if msg := s.checkAt(at(k), val, ""); msg != "" {
+			return nil, fmt.Sprintf("format error\n%s: %s\n", at(k), msg)
 		}
 		out = append(out, [2]string{k, val})
 	}
-	for k, s := range keys {
-		if !s.optional && !seen[k] {
-			return nil, fmt.Sprintf("format error\n%s: property is missing and it is not optional\n", k)
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if s := keys[k]; !s.optional && !seen[k] {
+			return nil, fmt.Sprintf("format error\n%s: property is missing and it is not optional\n", at(k))
 		}
 	}
 	return out, ""

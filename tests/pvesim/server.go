@@ -150,6 +150,10 @@ func New(o Options) *Server {
 	if s.dir == "" {
 		s.dir, s.dirErr = os.MkdirTemp("", "pvesim-")
 		s.ownDir = true
+	} else if abs, err := filepath.Abs(s.dir); err == nil {
+		// LXC paths (-P) of real containers must not depend on the
+		// working directory.
+		s.dir = abs
 	}
 	s.routes = s.buildRoutes()
 	return s
@@ -259,6 +263,35 @@ func (s *Server) Requests(method, pathPrefix string) int {
 	return n
 }
 
+// RequestsExact counts the requests seen with method and exactly path
+// (after /api2/json, percent-decoded, without the query string, which is
+// never recorded); an empty method counts all methods. Unlike Requests,
+// "/nodes/pve1/lxc" counts the container list and not the requests below
+// it.
+func (s *Server) RequestsExact(method, path string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.requests {
+		if (method == "" || r.method == method) && r.path == path {
+			n++
+		}
+	}
+	return n
+}
+
+// LXCPath is the LXC path (lxc-start -P) under which node's real containers
+// (Options.RealLXC) live, each in a directory named by its VMID as Proxmox
+// keeps them in /var/lib/lxc/<vmid>: `lxc-attach -n <vmid> -P <path>` and
+// lxc-info work on them. It is absolute, and "" for a node the cluster does
+// not have.
+func (s *Server) LXCPath(node string) string {
+	if !s.isNode(node) {
+		return ""
+	}
+	return filepath.Join(s.dir, node, "lxc")
+}
+
 // Container returns a container's state for inspection; ok is false when
 // node has no container vmid.
 func (s *Server) Container(node string, vmid int) (*CT, bool) {
@@ -358,6 +391,7 @@ func (s *Server) buildRoutes() []*endpoint {
 		ep("POST", "/nodes/{node}/lxc/{vmid}/status/stop", true, vmPerm("VM.PowerMgmt"), lxcStopSchema, s.lxcStop),
 		ep("POST", "/nodes/{node}/lxc/{vmid}/status/shutdown", true, vmPerm("VM.PowerMgmt"), lxcShutdownSchema, s.lxcShutdown),
 		ep("GET", "/nodes/{node}/lxc/{vmid}/config", true, vmPerm("VM.Audit"), lxcConfigGetSchema, s.lxcConfigGet),
+		ep("GET", "/nodes/{node}/lxc/{vmid}/interfaces", true, vmPerm("VM.Audit"), vmidSchema, s.lxcInterfaces),
 		ep("PUT", "/nodes/{node}/lxc/{vmid}/config", true, func(c *call) *apiError {
 			return c.who.checkAny("/vms/"+c.p.get("vmid"), "VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory", "VM.Config.Network", "VM.Config.Options")
 		}, lxcConfigPutSchema(s.atLeast(9, 1)), s.lxcConfigPut),
