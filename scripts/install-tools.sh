@@ -3,8 +3,10 @@
 #   registry  CNCF Distribution registry (integration tests)
 #   crane     go-containerregistry's CLI (the benchmark's peer pipeline)
 #   crictl, critest  cri-tools v1.37.0 (CRI tests)
-# Each is built from the Go module proxy with `go install`; a binary already
-# present at the pinned version is kept.
+#   kubelet   Kubernetes v1.37.2 (tests that run a real kubelet on the CRI)
+# Each is built from the Go module proxy (`go install`, or `go build` in a
+# pinned tools module under scripts/); a binary already present at the
+# pinned version is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bin
@@ -39,3 +41,22 @@ critools() {
 	echo "$want" >"$stamp"
 }
 critools
+
+# kubelet v1.37.2 (pinned in scripts/kubelet/go.mod, which also pins the
+# k8s.io staging modules: see scripts/kubelet/tools.go). Static (no cgo), and
+# stamped with its version as the release build does, so that
+# `kubelet --version` says v1.37.2. A cold build takes a few minutes.
+kubelet() {
+	local stamp=bin/.kubelet.version want
+	want="kubernetes@v1.37.2 $(sha256sum scripts/kubelet/go.sum | cut -c1-16)"
+	if [[ -x bin/kubelet && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+		return
+	fi
+	echo "installing kubelet (kubernetes v1.37.2)" >&2
+	local ldflags='-X k8s.io/component-base/version.gitVersion=v1.37.2'
+	ldflags+=' -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37'
+	(cd scripts/kubelet &&
+		CGO_ENABLED=0 go build -ldflags "$ldflags" -o ../../bin/kubelet k8s.io/kubernetes/cmd/kubelet)
+	echo "$want" >"$stamp"
+}
+kubelet
