@@ -26,9 +26,25 @@ import (
 	"github.com/pve-image/pve-image/imgconv/runspec"
 )
 
-// logf writes a message to the console. It formats %s, %d, %q and %v
-// itself: fmt would cost the shim a tenth of its size.
+// logf writes a message to the console, and in a supervised container
+// into its log too: what goes wrong must show in kubectl logs.
 func logf(format string, args ...any) {
+	msg := format1(format, args...)
+	os.Stderr.WriteString(msg + "\n")
+	if sink != nil {
+		sink.line("stderr", false, []byte(msg))
+	}
+}
+
+// infof writes a routine message to the console only: the program's log
+// is the program's.
+func infof(format string, args ...any) {
+	os.Stderr.WriteString(format1(format, args...) + "\n")
+}
+
+// format1 formats %s, %d, %q and %v itself: fmt would cost the shim a
+// tenth of its size.
+func format1(format string, args ...any) string {
 	var b strings.Builder
 	b.WriteString("pve-image-init: ")
 	for i := 0; i < len(format); i++ {
@@ -58,11 +74,13 @@ func logf(format string, args ...any) {
 			b.WriteString("?")
 		}
 	}
-	b.WriteByte('\n')
-	os.Stderr.WriteString(b.String())
+	return b.String()
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "exec" {
+		os.Exit(execMain(os.Args[2:]))
+	}
 	if os.Getpid() != 1 && os.Getenv("PVE_IMAGE_INIT_ANY_PID") == "" {
 		logf("must run as PID 1 (the container's init)")
 		os.Exit(111)
@@ -78,55 +96,129 @@ func main() {
 	// The environment LXC was given (Proxmox's env option) overrides the
 	// image's, less LXC's own variables.
 	spec.Env = runspec.MergeEnv(spec.Env, os.Environ(), func(k string) bool { return lxcVars[k] })
-	if err := applyOverrides(spec, ""); err != nil {
+	rt, err := takeRuntimeEnv(spec)
+	setupMounts(spec)
+	if rt.supervised {
+		// From here on, what goes wrong is also in the container's log
+		// and exit record, where kubectl looks.
+		if serr := startSupervision(); serr != nil && err == nil {
+			err = serr
+		}
+	}
+	if err == nil {
+		err = applyOverrides(spec, rt, "")
+	}
+	if err != nil {
 		logf("%v", err)
-		os.Exit(111)
+		os.Exit(failEarly(rt, 111))
 	}
 
-	setupMounts(spec)
 	setupHostname()
+	setupFiles(rt)
 	setupNetwork(spec)
-	os.Exit(supervise(spec))
+	os.Exit(supervise(spec, rt))
 }
 
-// applyOverrides takes PVE_IMAGE_UID, PVE_IMAGE_GID and PVE_IMAGE_CWD from
-// the environment (a CRI container's user and working directory, set by
-// pve-image's runtime) and keeps all PVE_IMAGE_ variables from the program.
-// A user given without a group gets its group, supplementary groups and
-// home from the image's /etc/passwd and /etc/group, as runc does; one not
-// in passwd gets group 0 and home "/".
-func applyOverrides(spec *runspec.Spec, root string) error {
-	var env []string
-	var uid, gid string
+// runtimeEnv is what pve-image's runtime asked of the init through
+// PVE_IMAGE_ variables (runspec.EnvArgv and the others).
+type runtimeEnv struct {
+	uid, gid, user, cwd string
+	groups              []uint32
+	hosts, resolv       string
+	hasHosts, hasResolv bool
+	terminationLog      string
+	supervised          bool
+}
+
+// takeRuntimeEnv removes every PVE_IMAGE_ variable from the program's
+// environment and reads those addressed to the init: a replacement argv,
+// variables with control characters, user, groups, working directory and
+// the files kubelet expects.
+func takeRuntimeEnv(spec *runspec.Spec) (*runtimeEnv, error) {
+	rt := &runtimeEnv{}
+	var env, extra []string
 	for _, kv := range spec.Env {
 		k, v, _ := strings.Cut(kv, "=")
-		switch k {
-		case "PVE_IMAGE_UID":
-			uid = v
-		case "PVE_IMAGE_GID":
-			gid = v
-		case "PVE_IMAGE_CWD":
-			spec.WorkingDir = v
-		}
 		if !strings.HasPrefix(k, "PVE_IMAGE_") {
 			env = append(env, kv)
+			continue
+		}
+		var err error
+		switch k {
+		case runspec.EnvUID:
+			rt.uid = v
+		case runspec.EnvGID:
+			rt.gid = v
+		case runspec.EnvUser:
+			rt.user = v
+		case runspec.EnvCwd:
+			rt.cwd = v
+		case runspec.EnvGroups:
+			rt.groups, err = runspec.ParseGroups(v)
+		case runspec.EnvArgv:
+			var argv []string
+			if argv, err = runspec.ParseStrings(v); err == nil && len(argv) == 0 {
+				err = errors.New("no program")
+			}
+			if err == nil {
+				spec.Args = argv
+			}
+		case runspec.EnvExtraEnv:
+			extra, err = runspec.ParseStrings(v)
+		case runspec.EnvHosts:
+			rt.hosts, err = runspec.ParseString(v)
+			rt.hasHosts = true
+		case runspec.EnvResolv:
+			rt.resolv, err = runspec.ParseString(v)
+			rt.hasResolv = true
+		case runspec.EnvTerminationLog:
+			rt.terminationLog = v
+		case runspec.EnvSupervised:
+			rt.supervised = v == "1"
+		}
+		if err != nil {
+			return rt, errors.New(k + ": " + err.Error())
 		}
 	}
-	spec.Env = env
-	if uid != "" {
-		n, err := strconv.ParseUint(uid, 10, 32)
-		if err != nil {
-			return errors.New("PVE_IMAGE_UID: not a number: " + uid)
+	spec.Env = runspec.MergeEnv(env, extra, func(k string) bool { return strings.HasPrefix(k, "PVE_IMAGE_") })
+	return rt, nil
+}
+
+// applyOverrides applies the runtime's user, group and working directory
+// (a CRI container's security context and working_dir). A user given
+// without a group gets its group, supplementary groups and home from the
+// image's /etc/passwd and /etc/group, as runc does; a uid not in passwd
+// gets group 0 and home "/", a name not in passwd is an error. Groups
+// the runtime adds (supplemental groups, fsGroup) come on top.
+func applyOverrides(spec *runspec.Spec, rt *runtimeEnv, root string) error {
+	if rt.cwd != "" {
+		spec.WorkingDir = rt.cwd
+	}
+	if rt.uid != "" || rt.user != "" {
+		var uid uint64
+		match := func(name string, _ uint32) bool { return name == rt.user }
+		if rt.uid != "" {
+			n, err := strconv.ParseUint(rt.uid, 10, 32)
+			if err != nil {
+				return errors.New(runspec.EnvUID + ": not a number: " + rt.uid)
+			}
+			uid = n
+			match = func(_ string, id uint32) bool { return id == uint32(n) }
 		}
 		passwd, _ := os.ReadFile(root + "/etc/passwd")
-		u, found := runspec.LookupPasswd(passwd, func(_ string, id uint32) bool { return id == uint32(n) })
-		spec.UID, spec.GID, spec.Groups = uint32(n), u.GID, nil
-		if found && gid == "" {
+		u, found := runspec.LookupPasswd(passwd, match)
+		switch {
+		case found:
+			uid = uint64(u.UID)
+		case rt.uid == "":
+			return errors.New("user " + strconv.Quote(rt.user) + " is not in the image's /etc/passwd")
+		default:
+			u.Home = "/"
+		}
+		spec.UID, spec.GID, spec.Groups = uint32(uid), u.GID, nil
+		if found && rt.gid == "" {
 			group, _ := os.ReadFile(root + "/etc/group")
 			spec.Groups = runspec.SupplementaryGroups(group, u.Name, u.GID)
-		}
-		if !found {
-			u.Home = "/"
 		}
 		// Only a HOME the converter filled in follows the user; one the
 		// image or the pod set stays.
@@ -136,12 +228,17 @@ func applyOverrides(spec *runspec.Spec, root string) error {
 			}
 		}
 	}
-	if gid != "" {
-		n, err := strconv.ParseUint(gid, 10, 32)
+	if rt.gid != "" {
+		n, err := strconv.ParseUint(rt.gid, 10, 32)
 		if err != nil {
-			return errors.New("PVE_IMAGE_GID: not a number: " + gid)
+			return errors.New(runspec.EnvGID + ": not a number: " + rt.gid)
 		}
 		spec.GID = uint32(n)
+	}
+	for _, g := range rt.groups {
+		if !slices.Contains(spec.Groups, g) {
+			spec.Groups = append(spec.Groups, g)
+		}
 	}
 	return nil
 }

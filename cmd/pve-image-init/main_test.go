@@ -25,6 +25,7 @@ func TestApplyOverrides(t *testing.T) {
 		groups    []uint32
 		env       []string
 		wd        string
+		args      []string
 		wantError bool
 	}{
 		{name: "no overrides", spec: image(), gid: 0, groups: []uint32{7}, env: []string{"PATH=/bin", "HOME=/root"}, wd: "/"},
@@ -38,12 +39,26 @@ func TestApplyOverrides(t *testing.T) {
 			uid: 33, gid: 33, groups: []uint32{50}, env: []string{"HOME=/data"}},
 		{name: "a HOME the pod set stays", spec: &runspec.Spec{Args: []string{"/app"}, Home: "/root", Env: []string{"HOME=/pod", "PVE_IMAGE_UID=33"}},
 			uid: 33, gid: 33, groups: []uint32{50}, env: []string{"HOME=/pod"}},
+		{name: "user by name", spec: image("PVE_IMAGE_USER=app"), uid: 1000, gid: 1000, groups: []uint32{50, 44}, env: []string{"PATH=/bin", "HOME=/home/app"}, wd: "/"},
+		{name: "user by name and gid", spec: image("PVE_IMAGE_USER=www-data", "PVE_IMAGE_GID=7"), uid: 33, gid: 7, env: []string{"PATH=/bin", "HOME=/var/www"}, wd: "/"},
+		{name: "unknown user name", spec: image("PVE_IMAGE_USER=nobody"), wantError: true},
+		{name: "supplemental groups on top", spec: image("PVE_IMAGE_UID=1000", "PVE_IMAGE_GROUPS=2000,44"), uid: 1000, gid: 1000, groups: []uint32{50, 44, 2000}, env: []string{"PATH=/bin", "HOME=/home/app"}, wd: "/"},
+		{name: "argv and variables with newlines", spec: image(`PVE_IMAGE_ARGV=["sh","-c","echo \"a b\"\nexit 3"]`, `PVE_IMAGE_ENV=["CERT=line1\nline2","PATH=/usr/bin"]`),
+			args: []string{"sh", "-c", "echo \"a b\"\nexit 3"}, groups: []uint32{7}, env: []string{"PATH=/usr/bin", "HOME=/root", "CERT=line1\nline2"}, wd: "/"},
+		{name: "the program never sees PVE_IMAGE_ variables", spec: image("PVE_IMAGE_SUPERVISED=1", "PVE_IMAGE_NET=host", "PVE_IMAGE_TERMINATION_LOG=/dev/termination-log", `PVE_IMAGE_ENV=["PVE_IMAGE_X=1"]`),
+			groups: []uint32{7}, env: []string{"PATH=/bin", "HOME=/root"}, wd: "/"},
 		{name: "bad uid", spec: image("PVE_IMAGE_UID=x"), wantError: true},
 		{name: "bad gid", spec: image("PVE_IMAGE_GID=-1"), wantError: true},
+		{name: "bad argv", spec: image("PVE_IMAGE_ARGV=sh -c x"), wantError: true},
+		{name: "empty argv", spec: image("PVE_IMAGE_ARGV=[]"), wantError: true},
+		{name: "bad groups", spec: image("PVE_IMAGE_GROUPS=a"), wantError: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := applyOverrides(tt.spec, root)
+			rt, err := takeRuntimeEnv(tt.spec)
+			if err == nil {
+				err = applyOverrides(tt.spec, rt, root)
+			}
 			if tt.wantError {
 				if err == nil {
 					t.Fatal("no error")
@@ -56,6 +71,13 @@ func TestApplyOverrides(t *testing.T) {
 			s := tt.spec
 			if s.UID != tt.uid || s.GID != tt.gid || !reflect.DeepEqual(s.Groups, tt.groups) || !reflect.DeepEqual(s.Env, tt.env) || s.WorkingDir != tt.wd {
 				t.Errorf("got uid %d gid %d groups %v env %q cwd %q", s.UID, s.GID, s.Groups, s.Env, s.WorkingDir)
+			}
+			want := tt.args
+			if want == nil {
+				want = []string{"/app"}
+			}
+			if !reflect.DeepEqual(s.Args, want) {
+				t.Errorf("args %q, want %q", s.Args, want)
 			}
 		})
 	}

@@ -10,12 +10,16 @@ import (
 )
 
 // setupMounts mounts what programs expect and LXC may not provide: a tmpfs
-// on /dev/shm, and on /run and /tmp when the image left them empty.
+// on /dev/shm, and on /run and /tmp when the image left them empty. A
+// directory that is, or holds, a mount point already (a pod's volume at
+// /tmp or /run/secrets/...) is left alone: a tmpfs would hide it.
 func setupMounts(spec *runspec.Spec) {
 	mounted := mountPoints()
 	mount := func(dir, opts string) {
-		if mounted[dir] {
-			return
+		for m := range mounted {
+			if m == dir || strings.HasPrefix(m, dir+"/") {
+				return
+			}
 		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			logf("mount %s: %v", dir, err)

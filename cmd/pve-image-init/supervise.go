@@ -23,9 +23,16 @@ const (
 
 var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGWINCH}
 
+// notifyHalt sends the halt signals to c.
+func notifyHalt(c chan<- os.Signal) {
+	signal.Notify(c, sigPWR, sigRTMIN3, syscall.SIGTERM, syscall.SIGINT)
+}
+
 // supervise starts the program, forwards signals, reaps every child and
-// returns the program's exit status once it is gone.
-func supervise(spec *runspec.Spec) int {
+// returns the program's exit status once it is gone. Supervised (by
+// pve-image's CRI runtime), it also captures the program's output, records
+// how it ended and holds until the runtime has read that.
+func supervise(spec *runspec.Spec, rt *runtimeEnv) int {
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD, sigPWR, sigRTMIN3}, forwarded...)...)
 
@@ -44,34 +51,67 @@ func supervise(spec *runspec.Spec) int {
 			Setsid:     true,
 		},
 	}
-	// On a console (pct console, lxc-console) the program gets it as its
-	// controlling terminal, so shells have job control and ^C works.
-	if _, err := unix.IoctlGetTermios(0, unix.TCGETS); err == nil {
+	var pipes *outputPipes
+	if rt.supervised {
+		if err := os.WriteFile(runspec.ExecSpecPath, spec.Marshal(), 0o600); err != nil {
+			logf("writing %s: %v", runspec.ExecSpecPath, err)
+		}
+		var err error
+		if pipes, err = newOutputPipes(); err != nil {
+			logf("output pipes: %v", err)
+			return failEarly(rt, 111)
+		}
+		null, err := os.Open(os.DevNull)
+		if err != nil {
+			logf("%v", err)
+			return failEarly(rt, 111)
+		}
+		defer null.Close()
+		attr.Files = []uintptr{null.Fd(), pipes.stdout.Fd(), pipes.stderr.Fd()}
+	} else if _, err := unix.IoctlGetTermios(0, unix.TCGETS); err == nil {
+		// On a console (pct console, lxc-console) the program gets it as
+		// its controlling terminal, so shells have job control and ^C
+		// works.
 		attr.Sys.Setctty, attr.Sys.Ctty = true, 0
 	}
+	oomBefore, _ := oomKills()
 	pid, err := syscall.ForkExec(argv0, spec.Args, attr)
+	if pipes != nil {
+		pipes.closeOurEnds()
+	}
 	if err != nil {
 		logf("cannot start %q as %d:%d: %v", argv0, spec.UID, spec.GID, err)
-		return 127
+		code := 127
+		if err != syscall.ENOENT {
+			code = 126 // found but not runnable, as shells report it
+		}
+		return failEarly(rt, code)
 	}
-	logf("started %q (pid %d) as %d:%d", argv0, pid, spec.UID, spec.GID)
+	infof("started %q (pid %d) as %d:%d", argv0, pid, spec.UID, spec.GID)
 
 	stopTimeout := time.Duration(spec.StopTimeout) * time.Second
 	if spec.StopTimeout <= 0 {
 		stopTimeout = defaultTTL * time.Second
 	}
 	var killAt <-chan time.Time
+	var ended syscall.WaitStatus
 	status := -1
 	for status < 0 {
 		select {
 		case s := <-sigs:
 			switch s {
 			case syscall.SIGCHLD:
-				if st, done := reap(pid); done {
-					status = st
+				if ws, done := reap(pid); done {
+					status, ended = exitStatus(ws), ws
 				}
 			case sigPWR, sigRTMIN3:
-				logf("halt requested: sending signal %d to the program, killing it in %s", spec.StopSignal, stopTimeout)
+				if rt.supervised {
+					// The runtime times the stop (kubelet's grace period).
+					infof("halt requested: sending signal %d to the program", spec.StopSignal)
+					syscall.Kill(pid, syscall.Signal(spec.StopSignal))
+					break
+				}
+				infof("halt requested: sending signal %d to the program, killing it in %s", spec.StopSignal, stopTimeout)
 				syscall.Kill(pid, syscall.Signal(spec.StopSignal))
 				if killAt == nil {
 					killAt = time.After(stopTimeout)
@@ -85,22 +125,36 @@ func supervise(spec *runspec.Spec) int {
 			killAt = nil
 		}
 	}
-	logf("program exited with status %d", status)
+	infof("program exited with status %d", status)
 	finish()
+	if !rt.supervised {
+		return status
+	}
+	signal.Stop(sigs)
+	pipes.wait(2 * time.Second)
+	e := runspec.Exit{Code: status, FinishedAt: time.Now().UnixNano(), LastLog: sink.last()}
+	if ended.Signaled() {
+		e.Signal = int(ended.Signal())
+	}
+	if after, ok := oomKills(); ok && after > oomBefore && e.Signal == int(syscall.SIGKILL) {
+		e.OOMKilled = true
+	}
+	writeExit(e)
+	hold()
 	return status
 }
 
-// reap collects every exited child and reports the main program's status.
-func reap(main int) (status int, done bool) {
-	status = -1
+// reap collects every exited child and reports how the main program
+// ended.
+func reap(main int) (ws syscall.WaitStatus, done bool) {
 	for {
-		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		var w syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &w, syscall.WNOHANG, nil)
 		if pid <= 0 || errors.Is(err, syscall.ECHILD) {
-			return status, status >= 0
+			return ws, done
 		}
 		if pid == main {
-			status = exitStatus(ws)
+			ws, done = w, true
 		}
 	}
 }
