@@ -36,7 +36,14 @@ func TestPVEConfig(t *testing.T) {
 		{"shim on 7/8", app, false, Overrides{}, map[string]string{"ostype": "unmanaged", "arch": "amd64"}, "", ""},
 		{"env on 7/8", app, false, Overrides{Env: []string{"A=2"}}, nil, "", "need Proxmox 9.1"},
 		{"systemd", systemd, true, Overrides{}, map[string]string{"ostype": "debian", "arch": "arm64", "features": "nesting=1"}, "", ""},
-		{"spaces cannot pass lxc.init.cmd", app, true, Overrides{Entrypoint: []string{"/app", "two words"}}, nil, "", "LXC 5 splits"},
+		{"spaces and quotes pass through the shim's environment", app, true, Overrides{Entrypoint: []string{"sh", "-c", "echo \"two words\"\nexit 3"}},
+			map[string]string{"ostype": "unmanaged", "arch": "amd64", "cmode": "console", "entrypoint": "/sbin/pve-image-init",
+				"env": "PATH=/opt/bin\x00A=1\x00HOME=/\x00PVE_IMAGE_ARGV=[\"sh\",\"-c\",\"echo \\\"two words\\\"\\nexit 3\"]\x00PVE_IMAGE_NET=host"}, "host-managed=1", ""},
+		{"control characters in env go through the shim's environment", app, true, Overrides{Env: []string{"CERT=a\nb", "B=3"}},
+			map[string]string{"ostype": "unmanaged", "arch": "amd64", "cmode": "console", "entrypoint": "/sbin/pve-image-init",
+				"env": "PATH=/opt/bin\x00A=1\x00HOME=/\x00B=3\x00PVE_IMAGE_NET=host\x00PVE_IMAGE_ENV=[\"CERT=a\\nb\"]"}, "host-managed=1", ""},
+		{"spaces cannot pass lxc.init.cmd without the shim", pid1, true, Overrides{Entrypoint: []string{"/app", "two words"}}, nil, "", "LXC 5 splits"},
+		{"control characters cannot pass Proxmox's env without the shim", pid1, true, Overrides{Env: []string{"CERT=a\nb"}}, nil, "", "control characters"},
 		{"bad env", app, true, Overrides{Env: []string{"NOEQUALS"}}, nil, "", "want KEY=value"},
 	}
 	for _, tc := range tests {

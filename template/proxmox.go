@@ -91,6 +91,11 @@ func (m *Meta) PVEConfig(native bool, o Overrides) (PVEConfig, error) {
 	env = MergeEnv(env, o.Env)
 	var argv []string
 	switch {
+	case m.Run.Init == "shim" && len(o.Entrypoint) > 0 && !initCmdSafe(o.Entrypoint):
+		// LXC splits lxc.init.cmd at spaces and ignores quotes (lxc.md):
+		// the shim takes such an argv from its environment instead.
+		argv = []string{runspec.InitPath}
+		env = MergeEnv(env, []string{runspec.EnvArgv + "=" + jsonStrings(o.Entrypoint)})
 	case m.Run.Init == "shim" && len(o.Entrypoint) > 0:
 		argv = append([]string{runspec.InitPath, "--"}, o.Entrypoint...)
 	case m.Run.Init == "shim":
@@ -104,17 +109,30 @@ func (m *Meta) PVEConfig(native bool, o Overrides) (PVEConfig, error) {
 	if m.Run.Init == "shim" {
 		// Proxmox's host-managed DHCP configures eth0; the shim leaves it.
 		env = MergeEnv(env, []string{"PVE_IMAGE_NET=host"})
+		// Proxmox's env option refuses control characters: the shim
+		// takes variables that have them from one JSON-encoded variable.
+		var plain, special []string
+		for _, kv := range env {
+			if runspec.HasControl(kv) {
+				special = append(special, kv)
+			} else {
+				plain = append(plain, kv)
+			}
+		}
+		if len(special) > 0 {
+			env = append(plain, runspec.EnvExtraEnv+"="+jsonStrings(special))
+		}
 	}
-	for _, a := range argv {
-		if a == "" || strings.ContainsAny(a, " \t\n\"'\\") {
-			return c, fmt.Errorf("entrypoint argument %q: LXC 5 splits lxc.init.cmd at spaces and ignores quotes (lxc.md), so it cannot be passed; put it into the image, or use the image's own command", a)
+	if !initCmdSafe(argv) {
+		for _, a := range argv {
+			if !initCmdSafe([]string{a}) {
+				return c, fmt.Errorf("entrypoint argument %q: LXC 5 splits lxc.init.cmd at spaces and ignores quotes (lxc.md), so it cannot be passed to an image converted without pve-image-init (--init none); convert with the shim, put it into the image, or use the image's own command", a)
+			}
 		}
 	}
 	for _, kv := range env {
-		for _, r := range kv {
-			if r < 0x20 && r != '\t' {
-				return c, fmt.Errorf("env %q: Proxmox refuses control characters in env values", kv)
-			}
+		if runspec.HasControl(kv) {
+			return c, fmt.Errorf("env %q: Proxmox refuses control characters in env values, and this image has no pve-image-init to pass them another way", kv)
 		}
 	}
 	c.Options["entrypoint"] = strings.Join(argv, " ")
@@ -122,6 +140,29 @@ func (m *Meta) PVEConfig(native bool, o Overrides) (PVEConfig, error) {
 	c.Options["cmode"] = "console"
 	c.NetOptions = "host-managed=1"
 	return c, nil
+}
+
+// initCmdSafe reports whether argv survives lxc.init.cmd, which LXC splits
+// at spaces without honouring quotes.
+func initCmdSafe(argv []string) bool {
+	for _, a := range argv {
+		if a == "" || strings.ContainsAny(a, " \t\n\"'\\") || runspec.HasControl(a) {
+			return false
+		}
+	}
+	return true
+}
+
+// jsonStrings encodes ss as a JSON array without control characters.
+func jsonStrings(ss []string) string {
+	b := []byte{'['}
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = runspec.AppendJSONString(b, s)
+	}
+	return string(append(b, ']'))
 }
 
 // MergeEnv puts over on top of base: a key in both takes over's value in
