@@ -175,6 +175,19 @@ func mustHex(s string) []byte {
 // Version is the Proxmox version the client talks to.
 func (c *Client) Version() Version { return c.version }
 
+// Principal is who the client acts as: USER@REALM, or USER@REALM!TOKENID.
+func (c *Client) Principal() string {
+	if id, _, ok := splitToken(c.cfg.Token); ok {
+		return id
+	}
+	return c.cfg.User
+}
+
+// MayBindMount reports whether Proxmox lets this client create bind mount
+// points: only the user root@pam itself (with a ticket) may; API tokens,
+// even root's, may not (proxmox.md §5, check_ct_modify_config_perm).
+func (c *Client) MayBindMount() bool { return c.cfg.Token == "" && c.cfg.User == "root@pam" }
+
 // statusErrors keeps what go-proxmox would lose: a 403's status line names
 // the missing privilege, and a refused token deserves a message about the
 // token. Ticket sessions' 401s pass through, since go-proxmox renews the

@@ -42,7 +42,7 @@ func (s *Server) updateContainer(id string, fn func(c *containerRecord)) error {
 
 // StartContainer starts the Proxmox container. Proxmox's start task ends
 // once the container is up; a program that exits at once is then found
-// exited by the next status call, as with any runtime.
+// exited by the watcher (supervised) or the next status call.
 func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
 	if err := s.needProxmox(); err != nil {
 		return nil, err
@@ -55,25 +55,49 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	if c.State != runtimeapi.ContainerState_CONTAINER_CREATED {
 		return nil, status.Errorf(codes.FailedPrecondition, "container %s is %s, not created", c.ID, c.State)
 	}
+	var busy string
+	var pod *runtimeapi.PodSandboxMetadata
+	s.state.view(func(st *stateFile) {
+		busy = runningBeside(st, c.SandboxID, c.ID)
+		if sb := st.Sandboxes[c.SandboxID]; sb != nil {
+			pod = sb.Metadata
+		}
+	})
+	if busy != "" {
+		return nil, notBeside(c.Metadata.GetName(), busy, pod)
+	}
+	started := time.Now().UnixNano()
 	if err := s.cfg.Proxmox.StartContainer(ctx, c.Node, c.VMID); err != nil {
+		// As containerd: a container that could not start has exited,
+		// so that kubelet makes a new one rather than waiting on it.
+		s.updateContainer(c.ID, func(c *containerRecord) {
+			c.State, c.ExitCode, c.Reason, c.Message = runtimeapi.ContainerState_CONTAINER_EXITED, 128, "StartError", err.Error()
+			c.StartedAt, c.FinishedAt = started, time.Now().UnixNano()
+		})
 		return nil, grpcError(err)
 	}
-	s.writeLogNotice(c)
+	if !c.Supervised {
+		s.writeLogNotice(c)
+	}
 	err := s.updateContainer(c.ID, func(c *containerRecord) {
-		c.State, c.StartedAt = runtimeapi.ContainerState_CONTAINER_RUNNING, time.Now().UnixNano()
+		c.State, c.StartedAt = runtimeapi.ContainerState_CONTAINER_RUNNING, started
 	})
+	if err == nil && c.Supervised {
+		// Follow it from now on; the watcher finds it by itself too.
+		s.follow(ctx, c.ID)
+	}
 	return &runtimeapi.StartContainerResponse{}, grpcError(err)
 }
 
-// writeLogNotice puts one line into the container's CRI log file, where
-// kubectl logs looks: the program's output is on the Proxmox console,
-// which Proxmox's API does not hand to API tokens.
+// writeLogNotice puts one line into the log file of a container whose
+// output the daemon cannot collect (it is not on the node), where kubectl
+// logs looks.
 func (s *Server) writeLogNotice(c *containerRecord) {
 	if c.LogPath == "" {
 		return
 	}
-	msg := fmt.Sprintf("%s stdout F pve-image: the output of this container is on the console of Proxmox CT %d on node %s (pct console %d); Proxmox does not pass it to the CRI\n",
-		time.Now().UTC().Format(time.RFC3339Nano), c.VMID, c.Node, c.VMID)
+	msg := fmt.Sprintf("%s stdout F pve-image: the output of this container is on the console of Proxmox CT %d on node %s (pct console %d): pve-image cri collects output only when it runs on that node (%s)\n",
+		time.Now().UTC().Format(time.RFC3339Nano), c.VMID, c.Node, c.VMID, s.cfg.LXCUnavailable)
 	if err := os.MkdirAll(filepath.Dir(c.LogPath), 0o755); err == nil {
 		f, err := os.OpenFile(c.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err == nil {
@@ -84,35 +108,6 @@ func (s *Server) writeLogNotice(c *containerRecord) {
 			s.log.Warn("container log", "path", c.LogPath, "err", err)
 		}
 	}
-}
-
-// StopContainer asks the container to halt (its init turns that into the
-// image's StopSignal), waits up to the timeout, then stops it hard.
-// Stopping a stopped or missing container succeeds.
-func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
-	defer s.lockContainer(req.GetContainerId())()
-	c := s.container(req.GetContainerId())
-	if c == nil || c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		return &runtimeapi.StopContainerResponse{}, nil
-	}
-	if err := s.needProxmox(); err != nil {
-		return nil, err
-	}
-	st, exists, err := s.proxmoxStatus(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	if exists && st.Status == "running" {
-		if err := s.cfg.Proxmox.ShutdownContainer(ctx, c.Node, c.VMID, int(max(req.GetTimeout(), 1)), true); err != nil {
-			return nil, grpcError(err)
-		}
-	}
-	err = s.updateContainer(c.ID, func(c *containerRecord) {
-		if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
-			c.State, c.FinishedAt, c.Reason = runtimeapi.ContainerState_CONTAINER_EXITED, time.Now().UnixNano(), "Completed"
-		}
-	})
-	return &runtimeapi.StopContainerResponse{}, grpcError(err)
 }
 
 // RemoveContainer stops and destroys the Proxmox container; removing a
@@ -131,12 +126,22 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 	if err != nil {
 		return nil, err
 	}
+	s.watches.drop(c.ID)
 	if exists {
 		if err := s.cfg.Proxmox.DestroyContainer(ctx, c.Node, c.VMID, true); err != nil {
-			return nil, grpcError(err)
+			// A container that was stopping when Proxmox tried to stop it
+			// fails the destroy; it is stopped now.
+			if _, still, serr := s.proxmoxStatus(ctx, c); serr != nil || !still {
+				if serr != nil {
+					return nil, grpcError(err)
+				}
+			} else if err := s.cfg.Proxmox.DestroyContainer(ctx, c.Node, c.VMID, true); err != nil {
+				return nil, grpcError(err)
+			}
 		}
 	}
 	s.cpu.forget(c.ID)
+	os.Remove(s.cursorPath(c.ID))
 	err = s.state.update(func(st *stateFile) error { delete(st.Containers, c.ID); return nil })
 	return &runtimeapi.RemoveContainerResponse{}, grpcError(err)
 }
@@ -156,51 +161,49 @@ func (s *Server) proxmoxStatus(ctx context.Context, c *containerRecord) (st prox
 }
 
 // unknownExitCode is what containerd reports when a container's exit
-// status cannot be known; Proxmox never reports one.
+// status cannot be known.
 const unknownExitCode = 255
 
-// refresh brings running records up to date with Proxmox: a container
-// whose init ended is exited. Proxmox does not report an exit status (the
-// container's console shows it), so it is the unknown one, as containerd
-// reports for a lost task: a failure is never taken for a success.
-func (s *Server) refresh(ctx context.Context) map[int]proxmox.ContainerState {
+func (s *Server) listNode(ctx context.Context) ([]proxmox.ContainerState, error) {
+	return s.cfg.Proxmox.Containers(ctx, s.cfg.Node)
+}
+
+// refresh brings running records up to date with the node's container
+// list (one request a second at most, whoever asks): a container whose
+// Proxmox container stopped has exited. Supervised containers are the
+// watcher's, which knows their exit status; for the others Proxmox
+// reports none, so it is the unknown one, as containerd reports for a
+// lost task: a failure is never taken for a success.
+func (s *Server) refresh(ctx context.Context) (map[int]proxmox.ContainerState, error) {
 	if s.cfg.Proxmox == nil {
-		return nil
+		return nil, nil
 	}
-	listed := time.Now().UnixNano()
-	list, err := s.cfg.Proxmox.Containers(ctx, s.cfg.Node)
+	byID, taken, err := s.list.get(ctx, s.listNode)
 	if err != nil {
 		s.log.Warn("list Proxmox containers", "err", err)
-		return nil
+		return nil, err
 	}
-	byID := map[int]proxmox.ContainerState{}
-	for _, c := range list {
-		byID[c.VMID] = c
-	}
-	s.state.update(func(st *stateFile) error {
-		changed := false
-		for _, c := range st.Containers {
+	var gone []string
+	var exist []bool
+	s.state.view(func(st *stateFile) {
+		for _, id := range sortedKeys(st.Containers) {
+			c := st.Containers[id]
 			pc, ok := byID[c.VMID]
 			// A container started after the list was taken may be listed
 			// as stopped: leave it to the next refresh.
-			if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING || (ok && pc.Status == "running") || c.StartedAt > listed {
+			if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING || (ok && pc.Status == "running") || c.StartedAt > taken.UnixNano() {
 				continue
 			}
-			changed = true
-			c.FinishedAt, c.ExitCode = time.Now().UnixNano(), unknownExitCode
-			if ok {
-				c.State, c.Reason = runtimeapi.ContainerState_CONTAINER_EXITED, "Unknown"
-				c.Message = "the container's init ended; Proxmox does not report its exit status (the console shows it: pct console " + strconv.Itoa(c.VMID) + ")"
-			} else {
-				c.State, c.Reason, c.Message = runtimeapi.ContainerState_CONTAINER_UNKNOWN, "Gone", "the Proxmox container "+strconv.Itoa(c.VMID)+" no longer exists"
+			if c.Supervised && s.cfg.LXC != nil && ok {
+				continue
 			}
+			gone, exist = append(gone, id), append(exist, ok)
 		}
-		if !changed {
-			return errUnchanged
-		}
-		return nil
 	})
-	return byID
+	for i, id := range gone {
+		s.markGone(id, exist[i])
+	}
+	return byID, nil
 }
 
 func (c *containerRecord) toProto() *runtimeapi.Container {
@@ -238,7 +241,7 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 		Id: c.ID, Metadata: c.Metadata, State: c.State, CreatedAt: c.CreatedAt, StartedAt: c.StartedAt, FinishedAt: c.FinishedAt,
 		ExitCode: c.ExitCode, Image: &runtimeapi.ImageSpec{Image: c.Image}, ImageRef: c.ImageRef, ImageId: c.ImageRef,
 		Reason: c.Reason, Message: c.Message, Labels: c.Labels, Annotations: c.Annotations, LogPath: c.LogPath,
-		Resources: &runtimeapi.ContainerResources{Linux: c.Resources},
+		Resources: &runtimeapi.ContainerResources{Linux: c.Resources}, Mounts: c.Mounts,
 	}}
 	if req.GetVerbose() {
 		resp.Info = map[string]string{"info": `{"node":"` + c.Node + `","vmid":` + strconv.Itoa(c.VMID) + `}`}
@@ -263,7 +266,7 @@ func (s *Server) stats(c *containerRecord, pc proxmox.ContainerState, now int64)
 
 // ContainerStats reports a container's usage from Proxmox's status.
 func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
-	byID := s.refresh(ctx)
+	byID, _ := s.refresh(ctx)
 	c := s.container(req.GetContainerId())
 	if c == nil {
 		return nil, status.Errorf(codes.NotFound, "container %q not found", req.GetContainerId())
@@ -273,7 +276,7 @@ func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerSt
 
 // ListContainerStats reports every listed container's usage.
 func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
-	byID := s.refresh(ctx)
+	byID, _ := s.refresh(ctx)
 	f := req.GetFilter()
 	now := time.Now().UnixNano()
 	resp := &runtimeapi.ListContainerStatsResponse{}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/pve-image/pve-image/imgconv/runspec"
 	"github.com/pve-image/pve-image/template"
 )
 
@@ -21,7 +22,10 @@ import (
 // The CRI config is merged over the image's as Kubernetes defines it:
 // command replaces Entrypoint (and drops Cmd), args replace Cmd, env adds to
 // and overrides the image's, working dir and run-as user override the
-// image's. Memory and CPU limits come from the Linux resources.
+// image's. Memory and CPU limits come from the Linux resources, the NIC
+// from the pod's address, mount points from the mounts (mounts.go). A
+// container runs alone in its pod: a Proxmox container has its own
+// network namespace, and the pod has one address.
 func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
 	if err := s.needProxmox(); err != nil {
 		return nil, err
@@ -32,6 +36,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	}
 	var sb *sandboxRecord
 	var img *imageRecord
+	var busy string
 	s.state.view(func(st *stateFile) {
 		if x := st.Sandboxes[req.GetPodSandboxId()]; x != nil {
 			cp := *x
@@ -41,12 +46,20 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 			cp := *x
 			img = &cp
 		}
+		busy = runningBeside(st, req.GetPodSandboxId(), "")
 	})
-	if sb == nil {
+	switch {
+	case sb == nil:
 		return nil, status.Errorf(codes.NotFound, "pod sandbox %q not found", req.GetPodSandboxId())
-	}
-	if img == nil {
+	case sb.State != runtimeapi.PodSandboxState_SANDBOX_READY:
+		return nil, status.Errorf(codes.FailedPrecondition, "pod sandbox %s is not ready", sb.ID)
+	case busy != "":
+		return nil, notBeside(c.GetMetadata().GetName(), busy, sb.Metadata)
+	case img == nil:
 		return nil, status.Errorf(codes.NotFound, "image %q not found: pull it first", c.GetImage().GetImage())
+	}
+	if err := checkContainerAsks(c); err != nil {
+		return nil, err
 	}
 	e, err := s.cfg.Builder.Cache.Template(img.CacheKey)
 	if err != nil {
@@ -61,9 +74,15 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, err
 	}
+	plan, err := planMounts(c, s.bindMountsBlocked())
+	if err != nil {
+		return nil, err
+	}
 	native := s.cfg.Proxmox.Version().Native()
+	shim := meta.Run.Init == "shim"
+	supervised := shim && s.cfg.LXC != nil
 	switch {
-	case meta.Run.Init != "shim":
+	case !shim:
 		// A system image boots its own init, which hands nothing of its
 		// environment to the services it starts: kubelet's variables
 		// (always sent) could not reach them anyway.
@@ -73,6 +92,8 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		over.Env = nil
 	case !native:
 		return nil, status.Errorf(codes.FailedPrecondition, "Proxmox %s on %s cannot run pods of application images: kubelet passes env, and only Proxmox 9.1 and later can give a container env and a command", s.cfg.Proxmox.Version().Version, s.cfg.Node)
+	default:
+		over.Env = append(over.Env, podEnv(sb, plan, supervised)...)
 	}
 	pc, err := meta.PVEConfig(native, over)
 	if err != nil {
@@ -86,6 +107,14 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		"description":  fmt.Sprintf("pve-image CRI container %s (%s) of pod %s/%s", c.GetMetadata().GetName(), id[:12], sb.Metadata.GetNamespace(), sb.Metadata.GetName()),
 		"tags":         "pve-image;pod-" + tagSafe(sb.Metadata.GetUid()),
 	}
+	if !shim && sb.DNS != nil {
+		// Proxmox writes resolv.conf for the distributions it manages.
+		opts["nameserver"] = strings.Join(sb.DNS.GetServers(), " ")
+		opts["searchdomain"] = strings.Join(sb.DNS.GetSearches(), " ")
+	}
+	for i, mp := range plan.points {
+		opts["mp"+strconv.Itoa(i)] = mp
+	}
 	applyResources(opts, c.GetLinux().GetResources())
 	if s.cfg.RootfsStorage != "" {
 		gb := int(math.Ceil(float64(meta.RootfsSize+max(meta.RootfsSize/2, 512<<20)) / (1 << 30)))
@@ -93,10 +122,22 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	} else if opts["rootfs"], err = s.cfg.Proxmox.RootfsFor(ctx, s.cfg.Node, meta.RootfsSize); err != nil {
 		return nil, grpcError(err)
 	}
-	spec := pc.Spec(opts, []string{"name=eth0,bridge=" + s.cfg.Bridge + ",ip=dhcp"})
+	nic := nicOption(s.cfg.Bridge, sb.IPs, sb.Gateways)
+	if !shim && meta.Run.OSType == "unmanaged" && native {
+		// Nothing in an unmanaged system image configures eth0.
+		nic += ",host-managed=1"
+	}
+	spec := pc.Spec(opts, []string{nic})
 	vmid, _, err := s.cfg.Proxmox.Launch(ctx, s.cfg.Node, spec)
 	if err != nil {
 		return nil, grpcError(err)
+	}
+	// Undo a creation nobody will know of, even if kubelet has given up
+	// on this call.
+	undo := func() { s.cfg.Proxmox.DestroyContainer(context.WithoutCancel(ctx), s.cfg.Node, vmid, true) }
+	if supervised && !s.cfg.LXC.Has(strconv.Itoa(vmid)) {
+		undo()
+		return nil, status.Errorf(codes.FailedPrecondition, "container %d was created on node %s, but its LXC config is not under %s here: this pve-image cri is not on node %s (give the right --node, or --lxc-path)", vmid, s.cfg.Node, s.cfg.LXC.Path, s.cfg.Node)
 	}
 	logPath := c.GetLogPath()
 	if logPath != "" && !filepath.IsAbs(logPath) && sb.LogDir != "" {
@@ -104,14 +145,79 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	}
 	rec := &containerRecord{ID: id, SandboxID: sb.ID, Metadata: c.GetMetadata(), Image: imageName(c.GetImage(), img), ImageRef: img.ID,
 		Node: s.cfg.Node, VMID: vmid, State: runtimeapi.ContainerState_CONTAINER_CREATED, CreatedAt: time.Now().UnixNano(),
-		Labels: c.GetLabels(), Annotations: c.GetAnnotations(), LogPath: logPath, Resources: c.GetLinux().GetResources()}
+		Labels: c.GetLabels(), Annotations: c.GetAnnotations(), LogPath: logPath, Resources: c.GetLinux().GetResources(),
+		Supervised: supervised, Shim: shim, Mounts: c.GetMounts()}
+	if shim {
+		rec.TerminationLog = plan.terminationLog
+	}
 	if err := s.state.update(func(st *stateFile) error { st.Containers[id] = rec; return nil }); err != nil {
-		// Unrecorded, it would be nobody's: remove it even if kubelet has
-		// given up on this call.
-		s.cfg.Proxmox.DestroyContainer(context.WithoutCancel(ctx), s.cfg.Node, vmid, true)
+		undo()
 		return nil, grpcError(err)
 	}
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+// runningBeside names a running container of the pod other than id: a
+// pod's containers run one at a time (one address, one network
+// namespace per Proxmox container).
+func runningBeside(st *stateFile, sandboxID, id string) string {
+	for _, cid := range sortedKeys(st.Containers) {
+		if o := st.Containers[cid]; cid != id && o.SandboxID == sandboxID && o.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			return o.Metadata.GetName()
+		}
+	}
+	return ""
+}
+
+func notBeside(name, busy string, pod *runtimeapi.PodSandboxMetadata) error {
+	return status.Errorf(codes.FailedPrecondition, "container %q cannot run beside %q in pod %s/%s: pve-image runs each container as its own Proxmox container with the pod's one address, so the containers of a pod cannot share a network namespace and must run one after another (init containers do); put them into separate pods",
+		name, busy, pod.GetNamespace(), pod.GetName())
+}
+
+// bindMountsBlocked says why kubelet's directories cannot be bind-mounted
+// into containers, or "" when they can.
+func (s *Server) bindMountsBlocked() string {
+	switch {
+	case s.cfg.LXC == nil:
+		return "containers run on Proxmox node " + s.cfg.Node + ", and kubelet's directories are on this machine, which is not that node (" + s.cfg.LXCUnavailable + "); run kubelet and pve-image cri on the node"
+	case !s.cfg.Proxmox.MayBindMount():
+		return "Proxmox creates bind mount points only for the user root@pam (API tokens, even root's, cannot), and pve-image cri logs in as " + s.cfg.Proxmox.Principal() + "; run it with --pve-user root@pam and --pve-password (or the config file's proxmox.user and password)"
+	}
+	return ""
+}
+
+// podEnv is what the init needs from the pod: its files and supervision.
+func podEnv(sb *sandboxRecord, plan mountPlan, supervised bool) []string {
+	var env []string
+	if supervised {
+		env = append(env, runspec.EnvSupervised+"=1")
+	}
+	if plan.hosts != nil {
+		env = append(env, runspec.EnvHosts+"="+string(runspec.AppendJSONString(nil, *plan.hosts)))
+	}
+	if sb.DNS != nil {
+		env = append(env, runspec.EnvResolv+"="+string(runspec.AppendJSONString(nil, resolvConf(sb.DNS))))
+	}
+	if plan.terminationLog != nil {
+		env = append(env, runspec.EnvTerminationLog+"="+plan.terminationLog.Container)
+	}
+	return env
+}
+
+// checkContainerAsks refuses what an unprivileged Proxmox container
+// cannot give a container.
+func checkContainerAsks(c *runtimeapi.ContainerConfig) error {
+	sc := c.GetLinux().GetSecurityContext()
+	name := c.GetMetadata().GetName()
+	switch {
+	case sc.GetPrivileged():
+		return status.Errorf(codes.InvalidArgument, "container %s asks to be privileged: pve-image creates only unprivileged Proxmox containers; run it without privileged, or on another runtime", name)
+	case sc.GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_TARGET:
+		return status.Errorf(codes.InvalidArgument, "container %s asks to share another container's process namespace (an ephemeral debug container): each Proxmox container has its own; use kubectl exec instead", name)
+	case len(c.GetDevices()) > 0:
+		return status.Errorf(codes.InvalidArgument, "container %s asks for devices: Proxmox passes devices through only for root@pam, and pve-image does not", name)
+	}
+	return nil
 }
 
 // imageName is the image as kubectl should show it: what the user wrote,
@@ -142,17 +248,28 @@ func overrides(c *runtimeapi.ContainerConfig, m *template.Meta) (template.Overri
 		o.Env = append(o.Env, kv.GetKey()+"="+string(kv.GetValue()))
 	}
 	if wd := c.GetWorkingDir(); wd != "" {
-		o.Env = append(o.Env, "PVE_IMAGE_CWD="+wd)
+		o.Env = append(o.Env, runspec.EnvCwd+"="+wd)
 	}
 	sc := c.GetLinux().GetSecurityContext()
 	if u := sc.GetRunAsUser(); u != nil {
-		o.Env = append(o.Env, "PVE_IMAGE_UID="+strconv.FormatInt(u.GetValue(), 10))
+		o.Env = append(o.Env, runspec.EnvUID+"="+strconv.FormatInt(u.GetValue(), 10))
+	} else if name := sc.GetRunAsUsername(); name != "" {
+		// kubelet hands back the image's own user by name; the template
+		// runs as that already. Another name is looked up in the image's
+		// /etc/passwd when the container starts.
+		if image, _, _ := strings.Cut(m.Config.User, ":"); name != image {
+			o.Env = append(o.Env, runspec.EnvUser+"="+name)
+		}
 	}
 	if g := sc.GetRunAsGroup(); g != nil {
-		o.Env = append(o.Env, "PVE_IMAGE_GID="+strconv.FormatInt(g.GetValue(), 10))
+		o.Env = append(o.Env, runspec.EnvGID+"="+strconv.FormatInt(g.GetValue(), 10))
 	}
-	if sc.GetRunAsUsername() != "" {
-		return o, status.Errorf(codes.InvalidArgument, "run_as_username %q: give run_as_user as a number", sc.GetRunAsUsername())
+	if gs := sc.GetSupplementalGroups(); len(gs) > 0 {
+		var parts []string
+		for _, g := range gs {
+			parts = append(parts, strconv.FormatInt(g, 10))
+		}
+		o.Env = append(o.Env, runspec.EnvGroups+"="+strings.Join(parts, ","))
 	}
 	if len(o.Entrypoint) > 0 && m.Run.Init != "shim" {
 		return o, status.Error(codes.FailedPrecondition, "the image's template has no pve-image-init, so its command cannot be changed")

@@ -15,6 +15,7 @@ import (
 func TestOverrides(t *testing.T) {
 	shim := &template.Meta{Config: template.RunConfig{Entrypoint: []string{"/app"}, Cmd: []string{"serve"}}, Run: template.RunInfo{Init: "shim"}}
 	system := &template.Meta{Run: template.RunInfo{Init: "none"}}
+	shimUser := &template.Meta{Config: template.RunConfig{Entrypoint: []string{"/app"}, User: "app:staff"}, Run: template.RunInfo{Init: "shim"}}
 	uid := func(n int64) *runtimeapi.LinuxContainerConfig {
 		return &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{RunAsUser: &runtimeapi.Int64Value{Value: n}}}
 	}
@@ -44,8 +45,13 @@ func TestOverrides(t *testing.T) {
 			code: codes.InvalidArgument, error: "not allowed"},
 		{name: "empty env key", c: &runtimeapi.ContainerConfig{Envs: []*runtimeapi.KeyValue{{Key: "", Value: []byte("x")}}}, meta: shim,
 			code: codes.InvalidArgument, error: "not allowed"},
-		{name: "user name", c: &runtimeapi.ContainerConfig{Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "app"}}},
-			meta: shim, code: codes.InvalidArgument, error: "run_as_user as a number"},
+		// kubelet sends the image's own USER back by name: nothing to change.
+		{name: "the image's user by name", c: &runtimeapi.ContainerConfig{Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "app"}}},
+			meta: shimUser},
+		{name: "another user by name", c: &runtimeapi.ContainerConfig{Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "www-data"}}},
+			meta: shimUser, want: template.Overrides{Env: []string{"PVE_IMAGE_USER=www-data"}}},
+		{name: "supplemental groups", c: &runtimeapi.ContainerConfig{Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{SupplementalGroups: []int64{2000, 44}}}},
+			meta: shim, want: template.Overrides{Env: []string{"PVE_IMAGE_GROUPS=2000,44"}}},
 		{name: "command of a system image", c: &runtimeapi.ContainerConfig{Command: []string{"/bin/x"}}, meta: system,
 			code: codes.FailedPrecondition, error: "no pve-image-init"},
 		{name: "env of a system image passes", c: &runtimeapi.ContainerConfig{Envs: []*runtimeapi.KeyValue{{Key: "A", Value: []byte("1")}}}, meta: system,

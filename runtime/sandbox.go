@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"net/netip"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -17,8 +19,10 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-// RunPodSandbox records a pod: a group of containers that carry its uid. It
-// creates nothing on Proxmox until a container is created.
+// RunPodSandbox records a pod, a group of containers that carry its uid,
+// and gives it its addresses. It creates nothing on Proxmox until a
+// container is created; what a Proxmox container cannot give the pod is
+// refused here (checkPodAsks).
 func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
 	c := req.GetConfig()
 	if c.GetMetadata().GetName() == "" || c.GetMetadata().GetUid() == "" {
@@ -27,13 +31,61 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if h := req.GetRuntimeHandler(); h != "" && h != "pve-image" {
 		return nil, status.Errorf(codes.InvalidArgument, "unknown runtime handler %q (only pve-image)", h)
 	}
+	if err := checkPodAsks(c); err != nil {
+		return nil, err
+	}
+	ns := c.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	sb := &sandboxRecord{ID: newID(), Metadata: c.GetMetadata(), State: runtimeapi.PodSandboxState_SANDBOX_READY,
 		CreatedAt: time.Now().UnixNano(), Labels: c.GetLabels(), Annotations: c.GetAnnotations(),
-		Hostname: c.GetHostname(), LogDir: c.GetLogDirectory(), Handler: req.GetRuntimeHandler()}
-	if err := s.state.update(func(st *stateFile) error { st.Sandboxes[sb.ID] = sb; return nil }); err != nil {
+		Hostname: c.GetHostname(), LogDir: c.GetLogDirectory(), Handler: req.GetRuntimeHandler(), DNS: c.GetDnsConfig(),
+		Namespaces: &runtimeapi.NamespaceOption{Network: ns.GetNetwork(), Pid: ns.GetPid(), Ipc: ns.GetIpc()}}
+	err := s.state.update(func(st *stateFile) error {
+		net, err := s.podNetwork(st)
+		if err != nil {
+			return err
+		}
+		used := map[netip.Addr]bool{}
+		for _, other := range st.Sandboxes {
+			if other.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+				continue
+			}
+			for _, ip := range other.IPs {
+				if p, err := netip.ParsePrefix(ip); err == nil {
+					used[p.Addr()] = true
+				}
+			}
+		}
+		ips, err := net.allocate(used)
+		if err != nil {
+			return err
+		}
+		for _, p := range ips {
+			gw, _ := net.gateway(p.Addr())
+			sb.IPs, sb.Gateways = append(sb.IPs, p.String()), append(sb.Gateways, gw.String())
+		}
+		st.Sandboxes[sb.ID] = sb
+		return nil
+	})
+	if err != nil {
 		return nil, grpcError(err)
 	}
+	s.log.Info("pod sandbox", "pod", c.GetMetadata().GetNamespace()+"/"+c.GetMetadata().GetName(), "id", sb.ID[:12], "ips", sb.IPs)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: sb.ID}, nil
+}
+
+// podNetwork is the daemon's pod ranges, else kubelet's.
+func (s *Server) podNetwork(st *stateFile) (*podNetwork, error) {
+	prefixes := s.cfg.PodCIDRs
+	if len(prefixes) == 0 && st.PodCIDR != "" {
+		var err error
+		if prefixes, err = ParsePodCIDRs(st.PodCIDR); err != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "kubelet's pod CIDR: %v", err)
+		}
+	}
+	if len(prefixes) == 0 {
+		return nil, status.Error(codes.FailedPrecondition, "no pod network: pve-image cri gives pods addresses from a pod range on the bridge, and has none (give --pod-cidr, or set podCIDR in kubelet's configuration or on the node)")
+	}
+	return newPodNetwork(prefixes, s.cfg.PodGateways)
 }
 
 func (s *Server) sandboxContainers(id string) []string {
@@ -84,7 +136,9 @@ func (sb *sandboxRecord) toProto() *runtimeapi.PodSandbox {
 		Labels: sb.Labels, Annotations: sb.Annotations, RuntimeHandler: sb.Handler}
 }
 
-// PodSandboxStatus describes a pod; a missing pod is NotFound.
+// PodSandboxStatus describes a pod, with its addresses and the namespace
+// modes it asked for (kubelet starts a pod again when either is off); a
+// missing pod is NotFound.
 func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
 	var sb *sandboxRecord
 	s.state.view(func(st *stateFile) {
@@ -96,11 +150,32 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 	if sb == nil {
 		return nil, status.Errorf(codes.NotFound, "pod sandbox %q not found", req.GetPodSandboxId())
 	}
-	return &runtimeapi.PodSandboxStatusResponse{Status: &runtimeapi.PodSandboxStatus{
+	net := &runtimeapi.PodSandboxNetworkStatus{}
+	for i, ip := range sb.IPs {
+		addr := ip
+		if p, err := netip.ParsePrefix(ip); err == nil {
+			addr = p.Addr().String()
+		}
+		if i == 0 {
+			net.Ip = addr
+		} else {
+			net.AdditionalIps = append(net.AdditionalIps, &runtimeapi.PodIP{Ip: addr})
+		}
+	}
+	ns := sb.Namespaces
+	if ns == nil {
+		ns = &runtimeapi.NamespaceOption{}
+	}
+	resp := &runtimeapi.PodSandboxStatusResponse{Status: &runtimeapi.PodSandboxStatus{
 		Id: sb.ID, Metadata: sb.Metadata, State: sb.State, CreatedAt: sb.CreatedAt, Labels: sb.Labels,
-		Annotations: sb.Annotations, RuntimeHandler: sb.Handler, Network: &runtimeapi.PodSandboxNetworkStatus{},
-		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{}}},
-	}}, nil
+		Annotations: sb.Annotations, RuntimeHandler: sb.Handler, Network: net,
+		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: ns}},
+	}}
+	if req.GetVerbose() {
+		b, _ := json.Marshal(map[string]any{"ips": sb.IPs, "gateways": sb.Gateways, "bridge": s.cfg.Bridge, "node": s.cfg.Node})
+		resp.Info = map[string]string{"info": string(b)}
+	}
+	return resp, nil
 }
 
 // ListPodSandbox lists pods, filtered by id, state and labels.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/pve-image/pve-image/lxcnode"
 	"github.com/pve-image/pve-image/proxmox"
 	"github.com/pve-image/pve-image/registry"
 	"github.com/pve-image/pve-image/template"
@@ -47,9 +49,23 @@ type Config struct {
 	CgroupDriver string
 	// PinnedImages are never garbage-collected by kubelet (by reference).
 	PinnedImages []string
-	Version      string
-	Log          *slog.Logger
-	Metrics      *Metrics
+	// PodCIDRs are the ranges pods get addresses from; when empty, the
+	// pod CIDR kubelet sends (UpdateRuntimeConfig). PodGateways are the
+	// node's addresses in them (default: each range's first address).
+	PodCIDRs    []netip.Prefix
+	PodGateways []netip.Addr
+	// LXC reaches the containers on the node, when the daemon runs on it
+	// as root: exit statuses, output, exec, bind mounts of kubelet's
+	// directories. Without it (LXCUnavailable says why) those fail with
+	// that reason.
+	LXC            *lxcnode.Node
+	LXCUnavailable string
+	// StreamingAddr is where the exec and port-forward server listens
+	// (kubelet proxies to it): default 127.0.0.1 at a free port.
+	StreamingAddr string
+	Version       string
+	Log           *slog.Logger
+	Metrics       *Metrics
 }
 
 // Server implements runtime.v1's ImageService and RuntimeService.
@@ -65,6 +81,9 @@ type Server struct {
 	ctLocks sync.Map // container ID → *sync.Mutex
 	tmLocks sync.Map // template name → *sync.Mutex: a pull's store and record against a removal
 	cpu     cpuMeter
+	list    containerList
+	watches watches
+	stream  streamingServer
 }
 
 // New opens the state and returns the server.
@@ -81,11 +100,42 @@ func New(cfg Config) (*Server, error) {
 	if cfg.CgroupDriver == "" {
 		cfg.CgroupDriver = "systemd"
 	}
+	if cfg.StreamingAddr == "" {
+		cfg.StreamingAddr = "127.0.0.1:0"
+	}
+	if cfg.LXC == nil && cfg.LXCUnavailable == "" {
+		cfg.LXCUnavailable = "no LXC path was given"
+	}
+	if _, err := newPodNetwork(cfg.PodCIDRs, cfg.PodGateways); err != nil {
+		return nil, err
+	}
 	st, err := openStore(cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
 	return &Server{cfg: cfg, state: st, log: cfg.Log}, nil
+}
+
+// Start runs what works beside the gRPC calls until ctx ends: the watcher
+// that collects supervised containers' output and exit statuses, and the
+// streaming server of exec and port-forward.
+func (s *Server) Start(ctx context.Context) error {
+	if s.cfg.LXC != nil && s.cfg.Proxmox != nil {
+		if err := s.stream.start(ctx, s, s.cfg.StreamingAddr); err != nil {
+			return err
+		}
+		go s.watch(ctx)
+	}
+	return nil
+}
+
+// needNode says why a node-local feature cannot work: the daemon is not
+// on the containers' Proxmox node, as root, with LXC's tools.
+func (s *Server) needNode(what string) error {
+	if s.cfg.LXC == nil {
+		return status.Errorf(codes.FailedPrecondition, "%s needs pve-image cri running as root on the Proxmox node of the containers (%s), where it reaches them with LXC's tools: %s", what, s.cfg.Node, s.cfg.LXCUnavailable)
+	}
+	return nil
 }
 
 // maxMsgSize is kubelet's receive limit (cri-client): the gRPC default of
@@ -179,6 +229,16 @@ func (s *Server) needProxmox() error {
 func (s *Server) lockContainer(id string) func() { return lockKey(&s.ctLocks, id) }
 
 func (s *Server) lockTemplate(name string) func() { return lockKey(&s.tmLocks, name) }
+
+// tryLockContainer locks id's mutex if it is free: the watcher leaves a
+// container that a call (a stop that waits out its grace period) holds.
+func (s *Server) tryLockContainer(id string) (unlock func(), ok bool) {
+	mu, _ := s.ctLocks.LoadOrStore(id, &sync.Mutex{})
+	if !mu.(*sync.Mutex).TryLock() {
+		return nil, false
+	}
+	return mu.(*sync.Mutex).Unlock, true
+}
 
 // lockKey locks the mutex of key in m. The mutexes stay: one per container
 // or template the daemon has seen, a few dozen bytes each.

@@ -36,6 +36,13 @@ type sandboxRecord struct {
 	LogDir      string                            `json:"logDir,omitempty"`
 	Handler     string                            `json:"handler,omitempty"`
 	Linux       *runtimeapi.LinuxPodSandboxConfig `json:"-"`
+	// IPs are the pod's addresses with their range's prefix length
+	// (10.88.0.5/24), Gateways the gateway of each.
+	IPs      []string `json:"ips,omitempty"`
+	Gateways []string `json:"gateways,omitempty"`
+	// Namespaces are the modes the pod asked for, as reported back.
+	Namespaces *runtimeapi.NamespaceOption `json:"namespaces,omitempty"`
+	DNS        *runtimeapi.DNSConfig       `json:"dns,omitempty"`
 }
 
 // containerRecord is a container: a Proxmox LXC container.
@@ -58,10 +65,40 @@ type containerRecord struct {
 	Annotations map[string]string                   `json:"annotations,omitempty"`
 	LogPath     string                              `json:"logPath,omitempty"`
 	Resources   *runtimeapi.LinuxContainerResources `json:"resources,omitempty"`
+	// Supervised: pve-image-init captures the program's output and exit
+	// status, which the daemon collects on the node (container_watch.go).
+	Supervised bool `json:"supervised,omitempty"`
+	// Shim: the template runs pve-image-init (an application image), so
+	// exec goes through it with the program's user and environment.
+	Shim bool `json:"shim,omitempty"`
+	// Mounts are the CRI mounts, as ContainerStatus reports them (kubelet
+	// reads the termination message through them).
+	Mounts []*runtimeapi.Mount `json:"mounts,omitempty"`
+	// TerminationLog is the termination message file, inside the
+	// container and where kubelet reads it.
+	TerminationLog *fileMapping `json:"terminationLog,omitempty"`
+}
+
+// fileMapping is a file kubelet gives a container that Proxmox cannot
+// mount (it mounts directories only): the init makes it, the daemon
+// copies it.
+type fileMapping struct {
+	Container string `json:"container"`
+	Host      string `json:"host"`
+}
+
+// logCursor is how far a supervised container's log segments have been
+// copied into its log file.
+type logCursor struct {
+	Seq    int   `json:"seq"`
+	Offset int64 `json:"offset"`
 }
 
 // stateFile is everything the daemon keeps across restarts.
 type stateFile struct {
+	// PodCIDR is the pod range kubelet sent (UpdateRuntimeConfig), used
+	// when the daemon was given none.
+	PodCIDR    string                      `json:"podCIDR,omitempty"`
 	Images     map[string]*imageRecord     `json:"images"`
 	Sandboxes  map[string]*sandboxRecord   `json:"sandboxes"`
 	Containers map[string]*containerRecord `json:"containers"`

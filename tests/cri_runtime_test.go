@@ -17,17 +17,21 @@ import (
 
 // TestCRIRuntimeService drives the RuntimeService with crictl against the
 // Proxmox simulator, the way kubelet does for one pod: pull (the template
-// is pushed to the storage over the API), runp, create with a command,
-// env, working dir, user and limits, start, ps, inspect, stop, rm, stopp,
-// rmp. With LXC here the container runs for real and its console shows the
-// program with the pod's settings.
+// is pushed to the storage over the API), runp (with the pod's address
+// from --pod-cidr), create with a command, env, working dir, user and
+// limits, start, ps, inspect, stop, rm, stopp, rmp. The daemon is not on
+// the containers' node here, as with an API token from elsewhere: what
+// needs the node (exec, output, exit statuses, volumes) is refused with
+// the reason. With LXC here the container runs for real and its console
+// shows the program with the pod's settings.
 func TestCRIRuntimeService(t *testing.T) {
 	reg := StartRegistry(t, RegistryOptions{})
 	reg.Push(t, "library/web:1", appImage(t, "cri-run", v1.Config{Entrypoint: []string{"/app"}, Cmd: []string{"sleep", "1h"},
 		Env: []string{"PATH=/bin", "MODE=image", "KEEP=yes"}}))
 	sim := startSim(t, pvesim.Options{RealLXC: true})
 	c := newCLI(t)
-	d := startCRI(t, c, append(pveArgs(sim, "--rootfs-storage", "shared"), "--registry-mirror", "docker.io=http://"+reg.Host)...)
+	d := startCRI(t, c, append(pveArgs(sim, "--rootfs-storage", "shared"), "--registry-mirror", "docker.io=http://"+reg.Host,
+		"--pod-cidr", "10.88.7.0/24")...)
 
 	d.crictlOK(t, "pull", "web:1")
 	tmpl, _ := filepath.Glob(filepath.Join(sim.StoragePath("pve1", "local"), "template", "cache", "*web_1_amd64.*.tar.zst"))
@@ -59,6 +63,15 @@ func TestCRIRuntimeService(t *testing.T) {
 
 	podID := d.crictlOK(t, "runp", pod)
 	podID = strings.TrimSpace(podID)
+	var podInsp struct {
+		Status struct {
+			Network struct{ IP string } `json:"network"`
+		} `json:"status"`
+	}
+	json.Unmarshal([]byte(d.crictlOK(t, "inspectp", "-o", "json", podID)), &podInsp)
+	if podInsp.Status.Network.IP != "10.88.7.2" {
+		t.Errorf("the pod's address: %q, want the first of --pod-cidr after the gateway", podInsp.Status.Network.IP)
+	}
 	if pods := d.crictlOK(t, "pods", "--label", "app=web", "-q"); strings.TrimSpace(pods) != podID {
 		t.Errorf("crictl pods: %q, want %q", pods, podID)
 	}
@@ -104,6 +117,21 @@ func TestCRIRuntimeService(t *testing.T) {
 	}
 	if !strings.Contains(cfg["tags"], "pod-5f0c-uid-1") || !strings.HasPrefix(cfg["rootfs"], "shared:") {
 		t.Errorf("tags %q rootfs %q", cfg["tags"], cfg["rootfs"])
+	}
+	if n := cfg["net0"]; !strings.Contains(n, "ip=10.88.7.2/24,gw=10.88.7.1") || !strings.Contains(n, "host-managed=1") {
+		t.Errorf("net0 %q: want the pod's address, static and host-managed", n)
+	}
+	if env.has("PVE_IMAGE_SUPERVISED=1") {
+		t.Error("supervised, though the daemon cannot reach the container")
+	}
+	// What needs the node says so.
+	if r := d.crictl(t, "exec", "-s", ctrID, "/app", "report"); r.err == nil || !strings.Contains(r.stderr, "needs pve-image cri running as root on the Proxmox node") {
+		t.Errorf("exec off the node: %v %s", r.err, r.stderr)
+	}
+	vol := writeJSON(t, dir, "vol.json", map[string]any{"metadata": map[string]any{"name": "vol"}, "image": map[string]any{"image": "web:1"},
+		"mounts": []map[string]any{{"container_path": "/data", "host_path": dir}}})
+	if r := d.crictl(t, "create", podID, vol, pod); r.err == nil || !strings.Contains(r.stderr, "mount /data (from "+dir+")") || !strings.Contains(r.stderr, "not that node") {
+		t.Errorf("a volume off the node: %v %s", r.err, r.stderr)
 	}
 
 	d.crictlOK(t, "start", ctrID)
@@ -249,7 +277,7 @@ func TestCRIRuntimeImageKinds(t *testing.T) {
 	for _, version := range []string{"9.1.1", "8.4.1"} {
 		t.Run(version, func(t *testing.T) {
 			sim := startSim(t, pvesim.Options{Version: version})
-			d := startCRI(t, newCLI(t), append(pveArgs(sim, "--rootfs-storage", "shared"), "--registry-mirror", "docker.io=http://"+reg.Host)...)
+			d := startCRI(t, newCLI(t), append(pveArgs(sim, "--rootfs-storage", "shared"), "--registry-mirror", "docker.io=http://"+reg.Host, "--pod-cidr", "10.88.8.0/24")...)
 			d.crictlOK(t, "pull", "sys:1")
 			d.crictlOK(t, "pull", "web:1")
 			podID := strings.TrimSpace(d.crictlOK(t, "runp", pod))

@@ -23,7 +23,27 @@ type criDaemon struct {
 	Socket   string // unix:///...
 	Metrics  string // host:port
 	StoreDir string
+	LogFile  string
 	c        *cli
+	cmd      *exec.Cmd
+	done     chan struct{}
+}
+
+// kill ends the daemon at once, as a crash would.
+func (d *criDaemon) kill(t *testing.T) {
+	t.Helper()
+	d.cmd.Process.Kill()
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("pve-image cri did not die")
+	}
+}
+
+// log is what the daemon has logged so far.
+func (d *criDaemon) log() string {
+	b, _ := os.ReadFile(d.LogFile)
+	return string(b)
 }
 
 // startCRI runs the daemon with a template directory as its store and the
@@ -46,13 +66,15 @@ func startCRI(t *testing.T, c *cli, extra ...string) *criDaemon {
 	args = append(args, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := c.cmd(ctx, args...)
-	logf, _ := os.Create(filepath.Join(dir, "daemon.log"))
+	d.LogFile = filepath.Join(dir, "daemon.log")
+	logf, _ := os.Create(d.LogFile)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
+	d.cmd, d.done = cmd, done
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
 		select {

@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pve-image/pve-image/lxcnode"
 	"github.com/pve-image/pve-image/proxmox"
 	"github.com/pve-image/pve-image/registry"
 	"github.com/pve-image/pve-image/runtime"
@@ -31,6 +34,10 @@ type criConfig struct {
 	Bridge          string              `yaml:"bridge"`
 	RootfsStorage   string              `yaml:"rootfsStorage"`
 	CgroupDriver    string              `yaml:"cgroupDriver"`
+	PodCIDR         string              `yaml:"podCIDR"`
+	PodGateway      string              `yaml:"podGateway"`
+	LXCPath         string              `yaml:"lxcPath"`
+	StreamingListen string              `yaml:"streamingListen"`
 	PinnedImages    []string            `yaml:"pinnedImages"`
 	RegistryMirrors map[string][]string `yaml:"registryMirrors"`
 	RegistryConfig  string              `yaml:"registryConfig"`
@@ -80,6 +87,10 @@ camelCase; proxmox: holds url, token, fingerprint, node, storage ...).`,
 	f.StringVar(&c.Bridge, "bridge", "vmbr0", "bridge for containers' eth0")
 	f.StringVar(&c.RootfsStorage, "rootfs-storage", "", "storage for container root disks (default: the node's first rootdir storage)")
 	f.StringVar(&c.CgroupDriver, "cgroup-driver", "systemd", "cgroup driver to report to kubelet: systemd or cgroupfs")
+	f.StringVar(&c.PodCIDR, "pod-cidr", "", "range pods get their addresses from, on --bridge; IPv4, IPv6 or both comma-separated (default: kubelet's podCIDR)")
+	f.StringVar(&c.PodGateway, "pod-gateway", "", "the node's address in the pod range, pods' default route; comma-separated per family (default: each range's first address)")
+	f.StringVar(&c.LXCPath, "lxc-path", "", "where the node's LXC containers live (default "+lxcnode.DefaultPath+", used when this machine is --node): exec, logs, exit statuses and volumes need it")
+	f.StringVar(&c.StreamingListen, "streaming-listen", "127.0.0.1:0", "address of the exec and port-forward server kubelet proxies to")
 	f.StringArrayVar(&c.PinnedImages, "pinned-image", nil, "image kubelet must not garbage-collect (repeatable)")
 	f.DurationVar(&grace, "shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for calls in flight, then stop hard")
 	pf.register(cmd, true)
@@ -102,6 +113,10 @@ func mergeCRIConfig(cmd *cobra.Command, c *criConfig, file criConfig, pf *pveFla
 	set("bridge", &c.Bridge, file.Bridge)
 	set("rootfs-storage", &c.RootfsStorage, file.RootfsStorage)
 	set("cgroup-driver", &c.CgroupDriver, file.CgroupDriver)
+	set("pod-cidr", &c.PodCIDR, file.PodCIDR)
+	set("pod-gateway", &c.PodGateway, file.PodGateway)
+	set("lxc-path", &c.LXCPath, file.LXCPath)
+	set("streaming-listen", &c.StreamingListen, file.StreamingListen)
 	if !cmd.Flags().Changed("pinned-image") {
 		c.PinnedImages = file.PinnedImages
 	}
@@ -175,14 +190,41 @@ func (a *app) serveCRI(ctx context.Context, c criConfig, pf *pveFlags, cf *conve
 	if c.StateDir == "" {
 		c.StateDir = filepath.Join(b.Cache.Dir(), "cri")
 	}
+	cidrs, err := runtime.ParsePodCIDRs(c.PodCIDR)
+	if err != nil {
+		return fmt.Errorf("--pod-cidr: %w", err)
+	}
+	var gateways []netip.Addr
+	for _, g := range strings.Split(c.PodGateway, ",") {
+		if g = strings.TrimSpace(g); g == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(g)
+		if err != nil {
+			return fmt.Errorf("--pod-gateway %q: %w", g, err)
+		}
+		gateways = append(gateways, a)
+	}
+	var lxc *lxcnode.Node
+	var lxcWhy string
+	if cl != nil {
+		lxc, lxcWhy = onNode(pc.Node, c.LXCPath)
+		if lxc == nil {
+			a.log.Warn("not on the Proxmox node: exec, logs, exit statuses and volumes of containers are not available", "node", pc.Node, "why", lxcWhy)
+		}
+	}
 	metrics := runtime.NewMetrics()
 	srv, err := runtime.New(runtime.Config{
 		Builder: b, Puller: registry.Options{Platform: plat, Insecure: a.insecure, Mirrors: mirrors, Version: version},
 		Convert: opts, Store: store, Proxmox: cl, Node: pc.Node, Bridge: c.Bridge, RootfsStorage: c.RootfsStorage,
 		StateDir: c.StateDir, CgroupDriver: c.CgroupDriver, PinnedImages: c.PinnedImages, Version: fullVersion(),
+		PodCIDRs: cidrs, PodGateways: gateways, LXC: lxc, LXCUnavailable: lxcWhy, StreamingAddr: c.StreamingListen,
 		Log: a.log, Metrics: metrics,
 	})
 	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
 		return err
 	}
 	l, err := runtime.Listen(c.Listen)
@@ -203,4 +245,22 @@ func (a *app) serveCRI(ctx context.Context, c criConfig, pf *pveFlags, cf *conve
 	a.log.Info("serving CRI", "listen", c.Listen, "metrics", c.MetricsListen, "proxmox", pc.URL != "", "node", pc.Node)
 	fmt.Fprintf(a.stderr, "pve-image cri: serving on %s\n", c.Listen)
 	return runtime.Serve(ctx, srv.GRPCServer(), l, grace)
+}
+
+// onNode opens the node's LXC when the daemon runs on the containers'
+// Proxmox node: an --lxc-path given says so; the default one counts only
+// when this machine's name is the node's (Proxmox names nodes by host
+// name). Otherwise it says why not.
+func onNode(node, path string) (*lxcnode.Node, string) {
+	if path == "" {
+		host, _ := os.Hostname()
+		if short, _, _ := strings.Cut(host, "."); short != node {
+			return nil, fmt.Sprintf("this machine is %q, not node %q (give --lxc-path if it is)", host, node)
+		}
+	}
+	n, err := lxcnode.Open(path)
+	if err != nil {
+		return nil, err.Error()
+	}
+	return n, ""
 }
