@@ -178,7 +178,15 @@ func (i *Init) ReadAt(path string, off int64, max int) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b := make([]byte, max)
+	// Size the buffer by what is there: followers read mostly nothing.
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() <= off {
+		return nil, nil
+	}
+	b := make([]byte, min(int64(max), fi.Size()-off))
 	n, err := f.ReadAt(b, off)
 	if err == io.EOF {
 		err = nil

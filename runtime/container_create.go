@@ -107,10 +107,12 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		"description":  fmt.Sprintf("pve-image CRI container %s (%s) of pod %s/%s", c.GetMetadata().GetName(), id[:12], sb.Metadata.GetNamespace(), sb.Metadata.GetName()),
 		"tags":         "pve-image;pod-" + tagSafe(sb.Metadata.GetUid()),
 	}
-	if !shim && sb.DNS != nil {
+	if !shim && len(sb.DNS.GetServers()) > 0 {
 		// Proxmox writes resolv.conf for the distributions it manages.
 		opts["nameserver"] = strings.Join(sb.DNS.GetServers(), " ")
-		opts["searchdomain"] = strings.Join(sb.DNS.GetSearches(), " ")
+		if len(sb.DNS.GetSearches()) > 0 {
+			opts["searchdomain"] = strings.Join(sb.DNS.GetSearches(), " ")
+		}
 	}
 	for i, mp := range plan.points {
 		opts["mp"+strconv.Itoa(i)] = mp

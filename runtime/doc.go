@@ -7,12 +7,17 @@
 // config digest, named by normalised tags and by repo@digest of what was
 // pulled, as containerd names them.
 //
-// The RuntimeService is compact: a pod sandbox is a record in a small local
-// store (it survives restarts) that groups containers by the pod's uid;
-// each container is a Proxmox LXC container created from its image's
-// template through the proxmox package. Exec, Attach and PortForward are
-// not implemented: they need a streaming server into LXC that Proxmox's
-// API does not offer for API tokens.
+// The RuntimeService runs each container as a Proxmox LXC container,
+// created from its image's template through the proxmox package. A pod
+// sandbox is a record in a small local store (it survives restarts) with
+// the pod's addresses, given from a pod range and set as the static,
+// host-managed address of its containers' NIC; a pod's containers run one
+// at a time. On the Proxmox node (Config.LXC), the daemon reaches the
+// containers with LXC's tools through package lxcnode: pve-image-init
+// supervises the program, and the watcher collects its output into
+// kubelet's log file and its exit status; exec and port-forward go through
+// lxc-attach and a streaming server. Off the node those fail with the
+// reason.
 //
 // Files are named by the RPC they implement, as in containerd's CRI server.
 package runtime

@@ -132,7 +132,9 @@ func (m *Meta) PVEConfig(native bool, o Overrides) (PVEConfig, error) {
 	}
 	for _, kv := range env {
 		if runspec.HasControl(kv) {
-			return c, fmt.Errorf("env %q: Proxmox refuses control characters in env values, and this image has no pve-image-init to pass them another way", kv)
+			// The value may be a secret: name the variable only.
+			k, _, _ := strings.Cut(kv, "=")
+			return c, fmt.Errorf("env %s: Proxmox refuses control characters in env values, and this image has no pve-image-init to pass them another way", k)
 		}
 	}
 	c.Options["entrypoint"] = strings.Join(argv, " ")

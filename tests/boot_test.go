@@ -18,7 +18,7 @@ import (
 // Boot tests: templates unpacked as Proxmox unpacks them, started as
 // unprivileged LXC containers, judged by what their console shows.
 
-func readFile(t *testing.T, p string) string {
+func readFile(t testing.TB, p string) string {
 	t.Helper()
 	b, err := os.ReadFile(p)
 	if err != nil {
@@ -28,7 +28,7 @@ func readFile(t *testing.T, p string) string {
 }
 
 // busybox is the static busybox of the host (Debian's busybox-static).
-func busybox(t *testing.T) string {
+func busybox(t testing.TB) string {
 	t.Helper()
 	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
 		if b, err := os.ReadFile(p); err == nil {

@@ -52,12 +52,12 @@ func TestMain(m *testing.M) {
 
 // cli runs pve-image with its own cache directory.
 type cli struct {
-	t     *testing.T
+	t     testing.TB
 	cache string
 	env   []string
 }
 
-func newCLI(t *testing.T) *cli {
+func newCLI(t testing.TB) *cli {
 	return &cli{t: t, cache: filepath.Join(t.TempDir(), "cache")}
 }
 

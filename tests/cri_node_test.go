@@ -29,7 +29,7 @@ import (
 
 // shellImage is busybox with its applets, an /etc/passwd with a non-root
 // user, and testapp as /app.
-func shellImage(t *testing.T, cfg v1.Config) v1.Image {
+func shellImage(t testing.TB, cfg v1.Config) v1.Image {
 	entries := []Entry{Exec("bin/busybox", busybox(t)), Exec("app", readFile(t, testApp)),
 		File("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/sh\n"),
 		File("etc/group", "root:x:0:\nwww-data:x:33:\n"), Dir("tmp/"), Dir("www/")}
@@ -42,13 +42,17 @@ func shellImage(t *testing.T, cfg v1.Config) v1.Image {
 // nodeDaemon runs pve-image cri as on a Proxmox node: the simulator's
 // real LXC containers are reachable under its LXC path, and it logs in as
 // root@pam, who alone may bind-mount.
-func nodeDaemon(t *testing.T, c *cli, sim *pvesim.Server, reg *Registry, cidr string) *criDaemon {
-	return startCRI(t, c, "--pve-url", sim.URL(), "--pve-user", "root@pam", "--pve-password", "pw", "--pve-fingerprint", sim.Fingerprint(),
-		"--node", "pve1", "--rootfs-storage", "shared", "--registry-mirror", "docker.io=http://"+reg.Host, "--pod-cidr", cidr,
-		"--lxc-path", sim.LXCPath("pve1"), "--cgroup-driver", "cgroupfs")
+func nodeDaemon(t testing.TB, c *cli, sim *pvesim.Server, reg *Registry, cidr string) *criDaemon {
+	args := []string{"--pve-url", sim.URL(), "--pve-user", "root@pam", "--pve-password", "pw", "--pve-fingerprint", sim.Fingerprint(),
+		"--node", "pve1", "--rootfs-storage", "shared", "--registry-mirror", "docker.io=http://" + reg.Host,
+		"--lxc-path", sim.LXCPath("pve1"), "--cgroup-driver", "cgroupfs"}
+	if cidr != "" {
+		args = append(args, "--pod-cidr", cidr)
+	}
+	return startCRI(t, c, args...)
 }
 
-func startNodeSim(t *testing.T) *pvesim.Server {
+func startNodeSim(t testing.TB) *pvesim.Server {
 	t.Helper()
 	if err := pvelxc.Check(); err != nil {
 		Missing(t, "%v", err)
@@ -60,7 +64,7 @@ func startNodeSim(t *testing.T) *pvesim.Server {
 
 // client is a gRPC client of the daemon's RuntimeService, for exact
 // answers where crictl would only print them.
-func (d *criDaemon) client(t *testing.T) runtimeapi.RuntimeServiceClient {
+func (d *criDaemon) client(t testing.TB) runtimeapi.RuntimeServiceClient {
 	t.Helper()
 	conn, err := grpc.NewClient(d.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -71,7 +75,7 @@ func (d *criDaemon) client(t *testing.T) runtimeapi.RuntimeServiceClient {
 }
 
 // podSpec writes a pod config whose logs go under dir.
-func podSpec(t *testing.T, dir, name string, extra map[string]any) string {
+func podSpec(t testing.TB, dir, name string, extra map[string]any) string {
 	p := map[string]any{
 		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": "uid-" + name},
 		"hostname":      name,
@@ -85,7 +89,7 @@ func podSpec(t *testing.T, dir, name string, extra map[string]any) string {
 }
 
 // ctrSpec writes a container config; its log is logs/<pod>/<name>.log.
-func ctrSpec(t *testing.T, dir, name string, cfg map[string]any) string {
+func ctrSpec(t testing.TB, dir, name string, cfg map[string]any) string {
 	c := map[string]any{"metadata": map[string]any{"name": name}, "image": map[string]any{"image": "bb:1"}, "log_path": name + ".log",
 		"annotations": map[string]string{"io.kubernetes.container.terminationMessagePath": "/dev/termination-log"}}
 	for k, v := range cfg {
@@ -99,7 +103,7 @@ type ctrStatus struct {
 	ExitCode               int
 }
 
-func (d *criDaemon) status(t *testing.T, id string) ctrStatus {
+func (d *criDaemon) status(t testing.TB, id string) ctrStatus {
 	t.Helper()
 	var st struct {
 		Status struct {
@@ -115,7 +119,7 @@ func (d *criDaemon) status(t *testing.T, id string) ctrStatus {
 	return ctrStatus{st.Status.State, st.Status.Reason, st.Status.Message, st.Status.ExitCode}
 }
 
-func (d *criDaemon) waitExited(t *testing.T, id string, timeout time.Duration) ctrStatus {
+func (d *criDaemon) waitExited(t testing.TB, id string, timeout time.Duration) ctrStatus {
 	t.Helper()
 	var st ctrStatus
 	for deadline := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
@@ -213,8 +217,8 @@ while true; do sleep 0.2; done`
 		t.Errorf("ExecSync past its timeout: %v after %s", err, time.Since(start))
 	}
 	time.Sleep(200 * time.Millisecond)
-	if out, _ := exec.Command("pgrep", "-f", "sleep 31.25").Output(); len(out) > 0 {
-		t.Errorf("the timed-out command still runs: pids %s", out)
+	if pids := processes("sleep\x0031.25"); len(pids) > 0 {
+		t.Errorf("the timed-out command still runs: pids %v", pids)
 	}
 	// Streaming exec: exit code, stdin, a terminal.
 	if r := d.crictl(t, "exec", ctrID, "sh", "-c", "echo streamed; exit 5"); r.err == nil || !strings.Contains(r.stdout, "streamed") || !strings.Contains(r.stderr, "exit code 5") {
@@ -225,11 +229,13 @@ while true; do sleep 0.2; done`
 	if out, err := in.Output(); err != nil || string(out) != "got a line\n" {
 		t.Errorf("crictl exec -i: %v %q", err, out)
 	}
-	if _, err := exec.LookPath("script"); err == nil {
-		cmd := fmt.Sprintf("%s --runtime-endpoint %s exec -it %s sh -c 'test -t 0 && echo on-a-terminal'", Tool(t, "PVE_IMAGE_CRICTL_BIN", "crictl"), d.Socket, ctrID)
-		if out, err := exec.Command("script", "-qec", cmd, "/dev/null").CombinedOutput(); err != nil || !strings.Contains(string(out), "on-a-terminal") {
-			t.Errorf("crictl exec -it: %v %q", err, out)
-		}
+	// script(1) (util-linux, always on Debian) gives crictl a terminal.
+	if _, err := exec.LookPath("script"); err != nil {
+		Missing(t, "script not found (apt-get install bsdutils)")
+	}
+	cmd := fmt.Sprintf("%s --runtime-endpoint %s exec -it %s sh -c 'test -t 0 && echo on-a-terminal'", Tool(t, "PVE_IMAGE_CRICTL_BIN", "crictl"), d.Socket, ctrID)
+	if out, err := exec.Command("script", "-qec", cmd, "/dev/null").CombinedOutput(); err != nil || !strings.Contains(string(out), "on-a-terminal") {
+		t.Errorf("crictl exec -it: %v %q", err, out)
 	}
 
 	// Port-forward reaches a port on the pod's own loopback.
@@ -348,3 +354,15 @@ func TestCRIOnNodeDaemonAway(t *testing.T) {
 }
 
 var criLogLine = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z (stdout|stderr) [PF] `)
+
+// processes lists the pids whose command line (NUL-separated) contains s.
+func processes(s string) []string {
+	var out []string
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		if b, err := os.ReadFile("/proc/" + d.Name() + "/cmdline"); err == nil && strings.Contains(string(b), s) {
+			out = append(out, d.Name())
+		}
+	}
+	return out
+}

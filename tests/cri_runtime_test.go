@@ -246,7 +246,7 @@ func TestCRIRuntimeService(t *testing.T) {
 	}
 }
 
-func writeJSON(t *testing.T, dir, name string, v any) string {
+func writeJSON(t testing.TB, dir, name string, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -30,7 +30,7 @@ type criDaemon struct {
 }
 
 // kill ends the daemon at once, as a crash would.
-func (d *criDaemon) kill(t *testing.T) {
+func (d *criDaemon) kill(t testing.TB) {
 	t.Helper()
 	d.cmd.Process.Kill()
 	select {
@@ -48,7 +48,7 @@ func (d *criDaemon) log() string {
 
 // startCRI runs the daemon with a template directory as its store and the
 // given extra flags; it stops with the test.
-func startCRI(t *testing.T, c *cli, extra ...string) *criDaemon {
+func startCRI(t testing.TB, c *cli, extra ...string) *criDaemon {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "pvecri-*") // a short path: sockets are limited to 108 bytes
 	if err != nil {
@@ -118,7 +118,7 @@ func hasFlag(args []string, flag string) bool {
 }
 
 // crictl runs crictl against the daemon.
-func (d *criDaemon) crictl(t *testing.T, args ...string) result {
+func (d *criDaemon) crictl(t testing.TB, args ...string) result {
 	t.Helper()
 	bin := Tool(t, "PVE_IMAGE_CRICTL_BIN", "crictl")
 	cmd := exec.Command(bin, append([]string{"--runtime-endpoint", d.Socket, "--image-endpoint", d.Socket, "--timeout", "120s"}, args...)...)
@@ -128,7 +128,7 @@ func (d *criDaemon) crictl(t *testing.T, args ...string) result {
 	return result{so.String(), se.String(), err}
 }
 
-func (d *criDaemon) crictlOK(t *testing.T, args ...string) string {
+func (d *criDaemon) crictlOK(t testing.TB, args ...string) string {
 	t.Helper()
 	r := d.crictl(t, args...)
 	if r.err != nil {
@@ -137,7 +137,7 @@ func (d *criDaemon) crictlOK(t *testing.T, args ...string) string {
 	return r.stdout
 }
 
-func (d *criDaemon) metrics(t *testing.T) string {
+func (d *criDaemon) metrics(t testing.TB) string {
 	t.Helper()
 	resp, err := http.Get("http://" + d.Metrics + "/metrics")
 	if err != nil {

@@ -26,7 +26,7 @@ func tarDir(t *testing.T, dir, dst string) {
 	}
 }
 
-func freePortOn(t *testing.T, host string) string {
+func freePortOn(t testing.TB, host string) string {
 	t.Helper()
 	l, err := net.Listen("tcp", host+":0")
 	if err != nil {

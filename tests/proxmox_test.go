@@ -24,7 +24,7 @@ const simSecret = "0b9a3e7c-5d1f-4f0e-9a6b-2c8d1e4f7a90"
 
 // startSim runs the Proxmox simulator with a token holding every privilege;
 // with real containers when this machine can run them.
-func startSim(t *testing.T, o pvesim.Options) *pvesim.Server {
+func startSim(t testing.TB, o pvesim.Options) *pvesim.Server {
 	t.Helper()
 	if o.Bridges == nil {
 		o.Bridges = []string{"vmbr0"}

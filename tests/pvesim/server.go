@@ -304,6 +304,20 @@ func (s *Server) Container(node string, vmid int) (*CT, bool) {
 	return ct.snapshot(s), true
 }
 
+// Containers lists the VMIDs of node's containers, in order.
+func (s *Server) Containers(node string) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int
+	for id, ct := range s.cts {
+		if ct.node == node {
+			out = append(out, id)
+		}
+	}
+	sort.Ints(out)
+	return out
+}
+
 func selfSigned() (tls.Certificate, string, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

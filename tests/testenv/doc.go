@@ -8,6 +8,8 @@
 //     layer tars, pushed to that registry or written as layouts and archives.
 //   - Proxmox's extraction: the exact unprivileged tar command of
 //     pve-container (proxmox.md §1), run with lxc-usernsexec.
+//   - kubelet: a real kubelet v1.37.2 in standalone mode with static pods
+//     (StartKubelet), one at a time on a machine.
 //
 // Tests that need a component this machine lacks skip with a message saying
 // what is missing, unless PVE_IMAGE_REQUIRE_ALL=1 (set by .ci/run), which

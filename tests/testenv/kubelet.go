@@ -260,6 +260,10 @@ func StartKubelet(t testing.TB, o KubeletOptions) *Kubelet {
 }
 
 // Log is kubelet's output so far (stdout and stderr).
+// HTTPClient reaches kubelet's HTTPS server (its certificate is
+// self-signed).
+func (k *Kubelet) HTTPClient() *http.Client { return k.client }
+
 func (k *Kubelet) Log() string { return k.log.String() }
 
 func (k *Kubelet) logTail(lines int) string {
