@@ -244,8 +244,14 @@ func (i *Init) DialTCP(ctx context.Context, port int) (*net.TCPConn, error) {
 			ch <- result{nil, fmt.Errorf("enter the container's network namespace: %w", err)}
 			return
 		}
+		// As containerd: the port on the IPv4 loopback, else on IPv6's.
 		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		c, err := d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			if c6, err6 := d.DialContext(ctx, "tcp6", net.JoinHostPort("::1", strconv.Itoa(port))); err6 == nil {
+				c, err = c6, nil
+			}
+		}
 		if unix.Setns(self, unix.CLONE_NEWNET) == nil {
 			runtime.UnlockOSThread()
 		}

@@ -120,9 +120,6 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 		err = <-done
 	}
 	stdin.Close()
-	if timeout > 0 && time.Since(start) >= timeout {
-		return nil, status.Errorf(codes.DeadlineExceeded, "command %q timed out after %s", req.GetCmd(), timeout)
-	}
 	code := 0
 	var ee *exec.ExitError
 	switch {
@@ -133,6 +130,12 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 		}
 	case err != nil:
 		return nil, status.Errorf(codes.Internal, "lxc-attach: %v", err)
+	}
+	// The helper kills a command that outlives the timeout (SIGKILL: 137);
+	// one that finished in time, lxc-attach's own start included, did not
+	// time out.
+	if timeout > 0 && time.Since(start) >= timeout && (code == 128+int(syscall.SIGKILL) || code == unknownExitCode) {
+		return nil, status.Errorf(codes.DeadlineExceeded, "command %q timed out after %s", req.GetCmd(), timeout)
 	}
 	return &runtimeapi.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(code)}, nil
 }

@@ -92,6 +92,20 @@ func (r reply) errs() map[string]any { m, _ := r.json["errors"].(map[string]any)
 
 func (r reply) String() string { return fmt.Sprintf("%d %s: %s", r.code, r.reason, r.body) }
 
+// expect fails t unless r has code, reason (when given) and the parameter
+// errors errs.
+func (r reply) expect(t testing.TB, code int, reason string, errs map[string]string) {
+	t.Helper()
+	if r.code != code || reason != "" && r.reason != reason {
+		t.Fatalf("got %v", r)
+	}
+	for k, v := range errs {
+		if r.errs()[k] != v {
+			t.Errorf("errors[%s] = %q, want %q", k, r.errs()[k], v)
+		}
+	}
+}
+
 func do(t testing.TB, req *http.Request, a auth) reply {
 	t.Helper()
 	if a != nil {

@@ -121,14 +121,7 @@ func TestLXCCreate(t *testing.T) {
 				s.FailNextTask("vzcreate", tc.fail)
 			}
 			r, st := createCT(t, s, rootAuth, node, params)
-			if r.code != tc.code || tc.reason != "" && r.reason != tc.reason {
-				t.Fatalf("got %v", r)
-			}
-			for k, v := range tc.errs {
-				if r.errs()[k] != v {
-					t.Errorf("errors[%s] = %q, want %q", k, r.errs()[k], v)
-				}
-			}
+			r.expect(t, tc.code, tc.reason, tc.errs)
 			if r.code != 200 {
 				if l := leftovers(s, vmid); len(l) > 0 {
 					t.Fatalf("left behind: %v", l)

@@ -98,14 +98,7 @@ func TestBindMountCreate(t *testing.T) {
 				}
 			}
 			r, st := createCT(t, s, tc.a, "pve1", p)
-			if r.code != tc.code || tc.reason != "" && r.reason != tc.reason {
-				t.Fatalf("got %v", r)
-			}
-			for k, v := range tc.errs {
-				if r.errs()[k] != v {
-					t.Errorf("errors[%s] = %q, want %q", k, r.errs()[k], v)
-				}
-			}
+			r.expect(t, tc.code, tc.reason, tc.errs)
 			if r.code != 200 {
 				return
 			}
