@@ -64,6 +64,9 @@ type RunInfo struct {
 	OSTypeReason string `json:"ostypeReason"`
 	// Spec is the program the shim runs, with the user resolved.
 	Spec *runspec.Spec `json:"spec,omitempty"`
+	// Refusal is why converting the image with these options fails
+	// (set by Inspect, which describes what conversion refuses).
+	Refusal string `json:"refusal,omitempty"`
 }
 
 const (

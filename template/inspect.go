@@ -1,6 +1,7 @@
 package template
 
 import (
+	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -64,11 +66,48 @@ func (b *Builder) Inspect(ctx context.Context, ref registry.Reference, opts Opti
 	if mode == "" {
 		mode = InitAuto
 	}
+	// Inspect describes; only conversion refuses. What conversion would
+	// refuse (no command, an unknown USER) is reported, not failed on.
 	if meta.Run, err = runInfo(rootfs, &meta, mode); err != nil {
-		return Meta{}, &imgconv.Error{Image: ref.String(), Err: err}
+		meta.Run.Refusal = err.Error()
 	}
 	meta.Entries, meta.RootfsSize = rootfs.Size()
 	return meta, nil
+}
+
+// ImageArchive says whether the .tar at path is an image archive rather
+// than a template: an OCI layout (oci-layout and index.json at its root)
+// or what `docker save` writes (manifest.json), and the transport that
+// reads it.
+func ImageArchive(path string) (transport string, ok bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	var layout, index, dockerManifest bool
+	for range 10000 {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		switch strings.TrimPrefix(h.Name, "./") {
+		case "oci-layout":
+			layout = true
+		case "index.json":
+			index = true
+		case "manifest.json":
+			dockerManifest = true
+		}
+	}
+	switch {
+	case layout && index:
+		return "oci-archive", true
+	case dockerManifest:
+		return "docker-archive", true
+	}
+	return "", false
 }
 
 // InspectFile describes a template file: what Proxmox will detect in it and,

@@ -45,9 +45,6 @@ func Sanitize(s string) string { return unsafeChars.ReplaceAllString(s, "_") }
 // "_" split the fields again. Digest references put sha256-<12 hex> where the
 // tag goes.
 func FileName(repository, tagOrDigest string, p v1.Platform, c Compression) string {
-	n := strings.TrimPrefix(repository, "docker.io/")
-	n = strings.TrimPrefix(n, "library/")
-	n = strings.NewReplacer("/", "-", ":", "-", "_", "-").Replace(n)
 	tag := tagOrDigest
 	if alg, hex, ok := strings.Cut(tag, ":"); ok {
 		tag = alg + "-" + hex[:min(12, len(hex))]
@@ -55,7 +52,15 @@ func FileName(repository, tagOrDigest string, p v1.Platform, c Compression) stri
 	if tag == "" {
 		tag = "latest"
 	}
-	return Sanitize(n) + "_" + Sanitize(tag) + "_" + Sanitize(PVEArch(p)) + c.Suffix()
+	return NameOf(repository) + "_" + Sanitize(tag) + "_" + Sanitize(PVEArch(p)) + c.Suffix()
+}
+
+// NameOf is the name field of a template name for a repository: without
+// Docker Hub's docker.io/library/, "/" and ":" turned into "-", no "_".
+func NameOf(repository string) string {
+	n := strings.TrimPrefix(repository, "docker.io/")
+	n = strings.TrimPrefix(n, "library/")
+	return Sanitize(strings.NewReplacer("/", "-", ":", "-", "_", "-").Replace(n))
 }
 
 var vztmplName = regexp.MustCompile(`^[^/]+\.(?:tar|tar\.(?:gz|xz|zst|bz2))$`)

@@ -126,7 +126,7 @@ func (m *Meta) PVEConfig(native bool, o Overrides) (PVEConfig, error) {
 	if !initCmdSafe(argv) {
 		for _, a := range argv {
 			if !initCmdSafe([]string{a}) {
-				return c, fmt.Errorf("entrypoint argument %q: LXC 5 splits lxc.init.cmd at spaces and ignores quotes (lxc.md), so it cannot be passed to an image converted without pve-image-init (--init none); convert with the shim, put it into the image, or use the image's own command", a)
+				return c, fmt.Errorf("entrypoint argument %q: Proxmox hands the entrypoint to LXC as lxc.init.cmd, which LXC 5 splits at spaces without honouring quotes, so this argument cannot reach a template converted without pve-image-init (--init none); convert with --init auto or shim (pve-image-init takes any argv), put the command into the image, or use the image's own command", a)
 			}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"github.com/pve-image/pve-image/template"
 	. "github.com/pve-image/pve-image/tests/testenv"
@@ -110,5 +111,61 @@ func TestInspect(t *testing.T) {
 	os.WriteFile(plain, Zstd(Tar(t, Dir("./"), File("./etc/os-release", "ID=debian\n"), File("./etc/debian_version", "12.7\n"))), 0o644)
 	if out := c.ok("inspect", plain).stdout; !strings.Contains(out, "debian (/etc/os-release has ID=debian)") {
 		t.Errorf("inspect of a plain template:\n%s", out)
+	}
+}
+
+// TestInspectDescribesWhatConversionRefuses: inspect reports, only
+// conversion refuses — an image with nothing to run, an unknown USER, an
+// entrypoint Proxmox cannot pass without the shim; and an image archive
+// named .tar is read as an image, not as a template.
+func TestInspectDescribesWhatConversionRefuses(t *testing.T) {
+	reg := StartRegistry(t, RegistryOptions{})
+	reg.Push(t, "nothing:1", Image(t, amd64, v1.Config{}, Layer(t, File("etc/motd", "hi\n"))))
+	reg.Push(t, "ghost:1", Image(t, amd64, v1.Config{Entrypoint: []string{"/app"}, User: "ghost"}, Layer(t, File("app", "x"))))
+	reg.Push(t, "app:1", appImage(t, "inspect", v1.Config{}))
+	c := newCLI(t)
+
+	for _, tc := range []struct{ image, refusal string }{
+		{"nothing:1", "has no command"},
+		{"ghost:1", `USER "ghost"`},
+	} {
+		var m template.Meta
+		if err := json.Unmarshal([]byte(c.ok("inspect", "--json", reg.Host+"/"+tc.image).stdout), &m); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(m.Run.Refusal, tc.refusal) || m.Run.Kind == "" {
+			t.Errorf("%s: kind %q refusal %q, want one about %q", tc.image, m.Run.Kind, m.Run.Refusal, tc.refusal)
+		}
+		if out := c.ok("inspect", reg.Host+"/"+tc.image).stdout; !strings.Contains(out, "Conversion:") || !strings.Contains(out, "refused: ") {
+			t.Errorf("%s: inspect text does not say conversion is refused:\n%s", tc.image, out)
+		}
+		c.fails([]string{"convert", reg.Host + "/" + tc.image}, tc.refusal)
+	}
+
+	out := c.ok("inspect", "--init", "none", "--entrypoint", "/app,two words", reg.Host+"/app:1").stdout
+	if !strings.Contains(out, "no Proxmox container can be created this way") || !strings.Contains(out, "splits at spaces") || strings.Contains(out, "lxc.md") {
+		t.Errorf("inspect with an entrypoint Proxmox cannot pass:\n%s", out)
+	}
+	if out := c.ok("inspect", "--entrypoint", "/app,two words", reg.Host+"/app:1").stdout; !strings.Contains(out, "PVE_IMAGE_ARGV") {
+		t.Errorf("with the shim the argv goes through its environment:\n%s", out)
+	}
+
+	dir := t.TempDir()
+	lp, err := layout.Write(filepath.Join(dir, "layout"), emptyIndex(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := appImage(t, "archive", v1.Config{})
+	if err := lp.AppendImage(img); err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(dir, "app.tar")
+	tarDir(t, filepath.Join(dir, "layout"), archive)
+	var m template.Meta
+	if err := json.Unmarshal([]byte(c.ok("inspect", "--json", archive).stdout), &m); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := img.Digest(); m.ManifestDigest != d.String() || m.Run.Kind != "application" {
+		t.Errorf("an OCI archive .tar inspected as manifest %q kind %q, want the image %s", m.ManifestDigest, m.Run.Kind, d)
 	}
 }

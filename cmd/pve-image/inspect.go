@@ -27,10 +27,19 @@ signal, volumes, exposed ports), the ostype Proxmox will detect and why, the
 architecture, and warnings about what Proxmox will drop or refuse.
 
 An argument naming an existing file with a template suffix (.tar.zst,
-.tar.gz, .tar.xz, .tar.bz2, .tar) is a template; anything else is an image.`,
+.tar.gz, .tar.xz, .tar.bz2, .tar) is a template, unless it is an image
+archive (an OCI layout or docker save .tar, read as oci-archive: or
+docker-archive:); anything else is an image.
+
+Inspect describes; it does not refuse. What a conversion with these options
+would refuse (no command, an unknown USER) and what Proxmox would refuse
+are reported, and the command succeeds.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var m template.Meta
+			if tr, ok := template.ImageArchive(args[0]); ok && isTemplateFile(args[0]) {
+				args[0] = tr + ":" + args[0]
+			}
 			if isTemplateFile(args[0]) {
 				c, err := a.openCache()
 				if err != nil {
@@ -56,10 +65,10 @@ An argument naming an existing file with a template suffix (.tar.zst,
 					return err
 				}
 			}
-			if m.Run.Kind != "" {
+			if m.Run.Kind != "" && m.Run.Refusal == "" {
 				pc, err := m.PVEConfigs(over)
 				if err != nil {
-					return err
+					m.Facts.Warnings = append(m.Facts.Warnings, "no Proxmox container can be created this way: "+err.Error())
 				}
 				m.Proxmox = pc
 			}
@@ -155,6 +164,7 @@ func printMeta(w io.Writer, m template.Meta) {
 			row("Runs as", fmt.Sprintf("uid %d, gid %d, groups %v (USER %q)", s.UID, s.GID, s.Groups, s.User))
 		}
 		row("ostype", fmt.Sprintf("%s (%s)", r.OSType, r.OSTypeReason))
+		row("Conversion", map[bool]string{true: "refused: " + r.Refusal}[r.Refusal != ""])
 	}
 	if p := m.Proxmox; p != nil {
 		row("Proxmox 9.1+", pveOptions(p.Native))

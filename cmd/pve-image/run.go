@@ -60,6 +60,11 @@ again if another client wins the race.`,
 			if t.meta == nil {
 				return errors.New("run takes an image, not a template file: the image's run config is needed")
 			}
+			// What this Proxmox cannot do is refused before anything is
+			// uploaded.
+			if _, err := t.meta.PVEConfig(cl.Version().Native(), template.Overrides{Env: rf.env, Entrypoint: rf.entrypoint}); err != nil {
+				return err
+			}
 			volid, err := a.push(ctx, cl, pc.Node, pc.Storage, t, false)
 			if err != nil {
 				return err

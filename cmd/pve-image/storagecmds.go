@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,14 +15,28 @@ import (
 	"github.com/pve-image/pve-image/template"
 )
 
+// storedTemplate is a row of ls: a template on a storage and what pve-image
+// knows of it.
+type storedTemplate struct {
+	Volid    string `json:"volid"`
+	Size     int64  `json:"size"`
+	Created  int64  `json:"created"` // unix seconds
+	Image    string `json:"image,omitempty"`
+	Tag      string `json:"tag,omitempty"`
+	Arch     string `json:"arch,omitempty"`
+	SHA256   string `json:"sha256,omitempty"` // the 12 hex digits its name carries
+	Manifest string `json:"manifest,omitempty"`
+}
+
 func (a *app) lsCommand() *cobra.Command {
 	var pf pveFlags
+	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "ls --node N [--storage S]",
+		Use:   "ls --node N [--storage S] [--json]",
 		Short: "List the container templates on a Proxmox storage",
 		Long: `List the container templates on a storage, with the image and digest each
 came from: for templates pve-image pushed, read from the name
-(<name>_<tag>_<arch>.<sha12>), and the full reference and manifest digest
+(<name>_<tag>_<arch>.<sha12>), and the full repository and manifest digest
 when the local cache holds the same template.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -35,23 +50,45 @@ when the local cache holds the same template.`,
 			}
 			slices.SortFunc(vols, func(x, y proxmox.Volume) int { return strings.Compare(x.Volid, y.Volid) })
 			known := a.cachedByDigest()
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "VOLID\tSIZE\tCREATED\tIMAGE\tTAG\tARCH\tSHA256\tMANIFEST")
+			rows := make([]storedTemplate, 0, len(vols))
 			for _, v := range vols {
-				image, tag, arch, digest, manifest := "-", "-", "-", "-", "-"
+				r := storedTemplate{Volid: v.Volid, Size: v.Size, Created: v.Ctime}
 				if info, ok := template.ParseStorageName(v.Name()); ok {
-					image, tag, arch, digest = info.Name, info.Tag, info.Arch, info.Digest
+					r.Image, r.Tag, r.Arch, r.SHA256 = info.Name, info.Tag, info.Arch, info.Digest
 					if m, ok := known[info.Digest]; ok {
-						image, manifest = m.Repository, shortDigest(m.ManifestDigest)
+						r.Manifest = m.ManifestDigest
+						// The same bytes may have been converted first under
+						// another name: the storage name says which image
+						// was pushed.
+						if template.NameOf(m.Repository) == info.Name {
+							r.Image = m.Repository
+						}
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Volid, humanBytes(v.Size), time.Unix(v.Ctime, 0).Format(time.DateTime),
-					image, tag, arch, digest, manifest)
+				rows = append(rows, r)
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rows)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "VOLID\tSIZE\tCREATED\tIMAGE\tTAG\tARCH\tSHA256\tMANIFEST")
+			dash := func(s string) string {
+				if s == "" {
+					return "-"
+				}
+				return s
+			}
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Volid, humanBytes(r.Size), time.Unix(r.Created, 0).Format(time.DateTime),
+					dash(r.Image), dash(r.Tag), dash(r.Arch), dash(r.SHA256), dash(shortDigest(r.Manifest)))
 			}
 			return tw.Flush()
 		},
 	}
 	pf.register(cmd, true)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: a list of {volid, size, created, image, tag, arch, sha256, manifest}")
 	return cmd
 }
 
