@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -60,6 +61,11 @@ func (n *Node) Has(name string) bool {
 type Init struct {
 	PID   int
 	pidfd int
+
+	// closeMu keeps the pidfd from being closed while a signal uses it:
+	// a closed number may already belong to another container's init.
+	closeMu sync.RWMutex
+	closed  bool
 }
 
 // Init finds the init of container name.
@@ -100,15 +106,33 @@ func (n *Node) initPID(ctx context.Context, name string) (int, error) {
 	return pid, nil
 }
 
-// Close releases the pidfd.
-func (i *Init) Close() error { return unix.Close(i.pidfd) }
+// Close releases the pidfd; later calls do nothing.
+func (i *Init) Close() error {
+	i.closeMu.Lock()
+	defer i.closeMu.Unlock()
+	if i.closed {
+		return nil
+	}
+	i.closed = true
+	return unix.Close(i.pidfd)
+}
+
+// send sends sig (0: none) through the pidfd, unless it is closed.
+func (i *Init) send(sig syscall.Signal) error {
+	i.closeMu.RLock()
+	defer i.closeMu.RUnlock()
+	if i.closed {
+		return ErrNotRunning
+	}
+	return unix.PidfdSendSignal(i.pidfd, sig, nil, 0)
+}
 
 // Alive reports whether the init still runs.
-func (i *Init) Alive() bool { return unix.PidfdSendSignal(i.pidfd, 0, nil, 0) == nil }
+func (i *Init) Alive() bool { return i.send(0) == nil }
 
 // Signal sends sig to the init.
 func (i *Init) Signal(sig syscall.Signal) error {
-	if err := unix.PidfdSendSignal(i.pidfd, sig, nil, 0); err != nil {
+	if err := i.send(sig); err != nil {
 		if errors.Is(err, unix.ESRCH) {
 			return ErrNotRunning
 		}
@@ -194,6 +218,36 @@ func (i *Init) ReadAt(path string, off int64, max int) ([]byte, error) {
 	return b[:n], err
 }
 
+func errNotRunningIfClosed(closed bool) error {
+	if closed {
+		return ErrNotRunning
+	}
+	return nil
+}
+
+// ReadDir lists the names in a directory inside the container, resolved
+// as open resolves.
+func (i *Init) ReadDir(path string) ([]string, error) {
+	root, err := unix.Open("/proc/"+strconv.Itoa(i.PID)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("container root: %w", ErrNotRunning)
+	}
+	defer unix.Close(root)
+	if !i.Alive() {
+		return nil, ErrNotRunning
+	}
+	fd, err := unix.Openat2(root, path, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
 // Exists reports whether path is a regular file inside the container.
 func (i *Init) Exists(path string) (bool, error) {
 	f, err := i.open(path)
@@ -239,7 +293,13 @@ func (i *Init) DialTCP(ctx context.Context, port int) (*net.TCPConn, error) {
 			return
 		}
 		defer unix.Close(self)
-		if err := unix.Setns(i.pidfd, unix.CLONE_NEWNET); err != nil {
+		i.closeMu.RLock()
+		err = errNotRunningIfClosed(i.closed)
+		if err == nil {
+			err = unix.Setns(i.pidfd, unix.CLONE_NEWNET)
+		}
+		i.closeMu.RUnlock()
+		if err != nil {
 			runtime.UnlockOSThread()
 			ch <- result{nil, fmt.Errorf("enter the container's network namespace: %w", err)}
 			return

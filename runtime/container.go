@@ -67,7 +67,17 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 		return nil, notBeside(c.Metadata.GetName(), busy, pod)
 	}
 	started := time.Now().UnixNano()
-	if err := s.cfg.Proxmox.StartContainer(ctx, c.Node, c.VMID); err != nil {
+	// The start runs to its end even if kubelet gives up on the call: a
+	// container Proxmox starts after we stopped listening would run on,
+	// unrecorded, with the pod's address.
+	err := s.cfg.Proxmox.StartContainer(context.WithoutCancel(ctx), c.Node, c.VMID)
+	if err != nil {
+		if st, exists, serr := s.proxmoxStatus(context.WithoutCancel(ctx), c); serr == nil && exists && st.Status == "running" {
+			s.log.Warn("the start task failed, but the container runs", "vmid", c.VMID, "err", err)
+			err = nil
+		}
+	}
+	if err != nil {
 		// As containerd: a container that could not start has exited,
 		// so that kubelet makes a new one rather than waiting on it.
 		s.updateContainer(c.ID, func(c *containerRecord) {
@@ -79,7 +89,7 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	if !c.Supervised {
 		s.writeLogNotice(c)
 	}
-	err := s.updateContainer(c.ID, func(c *containerRecord) {
+	err = s.updateContainer(c.ID, func(c *containerRecord) {
 		c.State, c.StartedAt = runtimeapi.ContainerState_CONTAINER_RUNNING, started
 	})
 	if err == nil && c.Supervised {

@@ -124,7 +124,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	} else if opts["rootfs"], err = s.cfg.Proxmox.RootfsFor(ctx, s.cfg.Node, meta.RootfsSize); err != nil {
 		return nil, grpcError(err)
 	}
-	nic := nicOption(s.cfg.Bridge, sb.IPs, sb.Gateways)
+	nic := nicOption(s.cfg.Bridge, podMAC(sb.ID), sb.IPs, sb.Gateways)
 	if !shim && meta.Run.OSType == "unmanaged" && native {
 		// Nothing in an unmanaged system image configures eth0.
 		nic += ",host-managed=1"
@@ -265,6 +265,18 @@ func overrides(c *runtimeapi.ContainerConfig, m *template.Meta) (template.Overri
 	}
 	if g := sc.GetRunAsGroup(); g != nil {
 		o.Env = append(o.Env, runspec.EnvGID+"="+strconv.FormatInt(g.GetValue(), 10))
+	}
+	if sc.GetNoNewPrivs() {
+		o.Env = append(o.Env, runspec.EnvNoNewPrivs+"=1")
+	}
+	if drop := sc.GetCapabilities().GetDropCapabilities(); len(drop) > 0 {
+		if _, err := runspec.ParseCapabilities(drop); err != nil {
+			return o, status.Errorf(codes.InvalidArgument, "capabilities to drop: %v", err)
+		}
+		o.Env = append(o.Env, runspec.EnvCapDrop+"="+strings.Join(drop, ","))
+	}
+	if sc.GetReadonlyRootfs() {
+		o.Env = append(o.Env, runspec.EnvReadonlyRoot+"=1")
 	}
 	if gs := sc.GetSupplementalGroups(); len(gs) > 0 {
 		var parts []string

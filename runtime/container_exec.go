@@ -44,6 +44,11 @@ const maxExecOutput = 6 << 20
 // the daemon does not know.
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// execGrace is how long lxc-attach may take to end after its command, and
+// how long a command that left a process holding its output (sh -c 'x &')
+// keeps the call waiting for that output.
+const execGrace = 5 * time.Second
+
 // execTarget is a running container exec can reach.
 func (s *Server) execTarget(id string) (*containerRecord, error) {
 	if err := s.needNode("exec"); err != nil {
@@ -62,12 +67,28 @@ func (s *Server) execTarget(id string) (*containerRecord, error) {
 // attachCommand is the lxc-attach command that runs argv in c; helper are
 // the flags of pve-image-init's exec helper, used in application images.
 func (s *Server) attachCommand(ctx context.Context, c *containerRecord, helper []string, argv []string) *exec.Cmd {
+	var cmd *exec.Cmd
 	if c.Shim {
 		args := append([]string{runspec.InitPath, "exec"}, helper...)
 		args = append(append(args, "--"), argv...)
-		return s.cfg.LXC.Command(ctx, strconv.Itoa(c.VMID), nil, args...)
+		cmd = s.cfg.LXC.Command(ctx, strconv.Itoa(c.VMID), nil, args...)
+	} else {
+		cmd = s.cfg.LXC.Command(ctx, strconv.Itoa(c.VMID), []string{defaultPath}, argv...)
 	}
-	return s.cfg.LXC.Command(ctx, strconv.Itoa(c.VMID), []string{defaultPath}, argv...)
+	// A background process the command left holds its stdout: Wait must
+	// not wait for that for ever.
+	cmd.WaitDelay = execGrace
+	return cmd
+}
+
+// killExec ends the command of exec id in c (its caller left).
+func (s *Server) killExec(c *containerRecord, id string) {
+	if !c.Shim {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), execGrace)
+	defer cancel()
+	s.cfg.LXC.Command(ctx, strconv.Itoa(c.VMID), nil, runspec.InitPath, "exec-kill", id).Run()
 }
 
 // ExecSync runs a command to its end (exec probes, crictl exec -s). The
@@ -87,10 +108,10 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 		helper = append(helper, "--timeout", strconv.FormatInt(req.GetTimeout(), 10))
 	}
 	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
 	cmd := s.attachCommand(actx, c, helper, req.GetCmd())
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
+		cancel()
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	var stdout, stderr cappedBuffer
@@ -98,28 +119,30 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
+		cancel()
 		return nil, status.Errorf(codes.Internal, "lxc-attach: %v", err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() { done <- cmd.Wait(); stdin.Close(); cancel() }()
+	// After the caller left or the time is up, closing stdin makes the
+	// helper kill the command; lxc-attach is killed if it still waits.
+	giveUp := func() {
+		stdin.Close()
+		time.AfterFunc(execGrace, cancel)
+	}
 	var limit <-chan time.Time
 	if timeout > 0 {
-		limit = time.After(timeout + 5*time.Second)
+		limit = time.After(timeout + execGrace)
 	}
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		// The caller left: closing stdin makes the helper kill the command.
-		stdin.Close()
-		go func() { time.Sleep(5 * time.Second); cancel() }()
-		<-done
+		giveUp()
 		return nil, grpcError(ctx.Err())
 	case <-limit:
-		stdin.Close()
-		go func() { time.Sleep(5 * time.Second); cancel() }()
+		giveUp()
 		err = <-done
 	}
-	stdin.Close()
 	code := 0
 	var ee *exec.ExitError
 	switch {
@@ -257,11 +280,16 @@ func (r streamRuntime) Exec(ctx context.Context, id string, argv []string, in io
 		return err
 	}
 	var helper []string
+	execID := newID()[:32]
 	switch {
 	case tty:
+		// Closing the terminal hangs the session up.
 		helper = []string{"--tty"}
 	case in == nil:
 		helper = []string{"--stdin-ends-it"}
+	default:
+		// stdin is the caller's: the command is ended by name.
+		helper = []string{"--id", execID}
 	}
 	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
@@ -270,7 +298,7 @@ func (r streamRuntime) Exec(ctx context.Context, id string, argv []string, in io
 	if tty {
 		waitErr = runOnTerminal(ctx, cmd, in, out, resize)
 	} else {
-		waitErr = runWithStreams(ctx, cmd, in, out, errw)
+		waitErr = runWithStreams(ctx, cmd, in, out, errw, func() { r.s.killExec(c, execID) })
 	}
 	var ee *exec.ExitError
 	if errors.As(waitErr, &ee) {
@@ -283,8 +311,9 @@ func (r streamRuntime) Exec(ctx context.Context, id string, argv []string, in io
 }
 
 // runWithStreams runs cmd with the session's streams; stdin is copied by
-// hand, since exec.Cmd would wait for a reader that may never end.
-func runWithStreams(ctx context.Context, cmd *exec.Cmd, in io.Reader, out, errw io.Writer) error {
+// hand, since exec.Cmd would wait for a reader that may never end. When
+// the session ends first, stop ends the command.
+func runWithStreams(ctx context.Context, cmd *exec.Cmd, in io.Reader, out, errw io.Writer, stop func()) error {
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return err
@@ -308,7 +337,8 @@ func runWithStreams(ctx context.Context, cmd *exec.Cmd, in io.Reader, out, errw 
 		return err
 	case <-ctx.Done():
 		stdin.Close() // the helper (--stdin-ends-it) ends the command
-		return <-done
+		stop()
+		return ctx.Err()
 	}
 }
 
@@ -349,7 +379,11 @@ func runOnTerminal(ctx context.Context, cmd *exec.Cmd, in io.Reader, out io.Writ
 	case <-ctx.Done():
 		// Closing the terminal hangs up the session in the container.
 		ptmx.Close()
-		err = <-done
+		select {
+		case err = <-done:
+		case <-time.After(execGrace):
+			err = ctx.Err()
+		}
 	}
 	select {
 	case <-copied:

@@ -41,19 +41,21 @@ func (s *Server) stopSupervised(ctx context.Context, c *containerRecord, timeout
 	// The stop must finish even if kubelet gives up on the call: a
 	// half-stopped container would run on unrecorded.
 	ctx = context.WithoutCancel(ctx)
-	if s.follow(ctx, c.ID) {
-		return nil
-	}
-	if w := s.watches.get(c.ID); w != nil && timeout > 0 {
-		if err := w.init.Signal(syscall.SIGPWR); err == nil {
-			deadline := time.Now().Add(timeout)
-			for time.Now().Before(deadline) {
-				time.Sleep(100 * time.Millisecond)
-				if s.follow(ctx, c.ID) {
-					return nil
-				}
-			}
+	deadline := time.Now().Add(timeout)
+	signalled := false
+	for time.Now().Before(deadline) {
+		if s.follow(ctx, c.ID) {
+			return nil
 		}
+		// follow finds the init; a failed lookup is tried again within
+		// the grace period rather than taken for a kill.
+		if w := s.watches.get(c.ID); w != nil && !signalled {
+			signalled = w.init.Signal(syscall.SIGPWR) == nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if timeout > 0 && s.follow(ctx, c.ID) {
+		return nil
 	}
 	if err := s.hardStop(ctx, c); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -39,9 +40,6 @@ const (
 	maxChunks = 8
 	// releaseWait bounds the wait for a released init to leave.
 	releaseWait = time.Second
-	// maxTerminationMessage is what kubelet reads of a termination
-	// message file (4096 bytes, kubecontainer.MaxContainerTerminationMessageLength).
-	maxTerminationMessage = 4096
 )
 
 // containerInit is a running container's init as the watcher reaches it
@@ -50,6 +48,7 @@ type containerInit interface {
 	ReadFile(path string, max int64) ([]byte, error)
 	ReadAt(path string, off int64, max int) ([]byte, error)
 	Exists(path string) (bool, error)
+	ReadDir(path string) ([]string, error)
 	Alive() bool
 	Signal(sig syscall.Signal) error
 	Close() error
@@ -60,15 +59,18 @@ type watched struct {
 	init   containerInit
 	log    *os.File // kubelet's log file; nil until written
 	cursor logCursor
+	once   sync.Once
 }
 
 func (w *watched) close() {
-	if w.init != nil {
-		w.init.Close()
-	}
-	if w.log != nil {
-		w.log.Close()
-	}
+	w.once.Do(func() {
+		if w.init != nil {
+			w.init.Close()
+		}
+		if w.log != nil {
+			w.log.Close()
+		}
+	})
 }
 
 // watches are the supervised containers being followed, by container ID.
@@ -137,7 +139,12 @@ func (s *Server) watch(ctx context.Context) {
 		})
 		for _, id := range s.watches.ids() {
 			if c := s.container(id); c == nil || c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-				s.watches.drop(id)
+				// Under the container's lock: a call may still be using
+				// the watch (a collect signalling the init).
+				if unlock, ok := s.tryLockContainer(id); ok {
+					s.watches.drop(id)
+					unlock()
+				}
 			}
 		}
 		for _, id := range ids {
@@ -205,7 +212,9 @@ func (s *Server) follow(ctx context.Context, id string) (exited bool) {
 func (s *Server) collect(c *containerRecord, w *watched, e runspec.Exit, message string) {
 	s.copyLogs(c, w)
 	if t := c.TerminationLog; t != nil {
-		if msg, err := w.init.ReadAt(t.Container, 0, maxTerminationMessage); err == nil {
+		// The init's copy, read as the program's user: never a path the
+		// program could point elsewhere.
+		if msg, err := w.init.ReadFile(runspec.TerminationPath, runspec.MaxTerminationMessage); err == nil {
 			if err := os.WriteFile(t.Host, msg, 0o644); err != nil {
 				s.log.Warn("termination message", "container", c.ID[:12], "path", t.Host, "err", err)
 			}
@@ -234,9 +243,16 @@ func (s *Server) collect(c *containerRecord, w *watched, e runspec.Exit, message
 		s.log.Warn("releasing a container", "vmid", c.VMID, "err", err)
 	}
 	// The init leaves at once; waiting for it keeps a remove that follows
-	// from racing the container's stop.
+	// from racing the container's stop. One that stays (a program that
+	// wrote an exit record of its own and ignores its StopSignal) is
+	// stopped hard: an exited container must not keep the pod's address.
 	for deadline := time.Now().Add(releaseWait); w.init.Alive() && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
+	}
+	if w.init.Alive() {
+		if err := s.hardStop(context.Background(), c); err != nil {
+			s.log.Warn("stopping an exited container", "vmid", c.VMID, "err", err)
+		}
 	}
 	s.watches.drop(c.ID)
 }
@@ -278,17 +294,12 @@ func (s *Server) markGone(id string, exists bool) {
 }
 
 // copyLogs copies the complete lines written since the cursor into
-// kubelet's log file, segment after segment.
+// kubelet's log file, segment after segment, and saves the cursor after
+// each chunk: a daemon killed in between copies at most one chunk twice.
 func (s *Server) copyLogs(c *containerRecord, w *watched) {
 	if c.LogPath == "" {
 		return
 	}
-	before := w.cursor
-	defer func() {
-		if w.cursor != before {
-			s.writeCursor(c.ID, w.cursor)
-		}
-	}()
 	for range maxChunks {
 		seg := runspec.LogPath(w.cursor.Seq)
 		// A next segment means this one is complete.
@@ -303,17 +314,26 @@ func (s *Server) copyLogs(c *containerRecord, w *watched) {
 		if err != nil {
 			return
 		}
-		if end := bytes.LastIndexByte(data, '\n') + 1; end > 0 {
-			s.writeLog(c, w, data[:end])
-			w.cursor.Offset += int64(end)
+		end := bytes.LastIndexByte(data, '\n') + 1
+		out := data[:end]
+		if end == 0 && (len(data) == readChunk || next && len(data) > 0) {
+			// A chunk with no line end (not what pve-image-init writes)
+			// goes over as it is rather than stopping the copy for good.
+			out, end = append(data[:len(data):len(data)], '\n'), len(data)
 		}
-		if len(data) == readChunk {
+		if end > 0 {
+			s.writeLog(c, w, out)
+			w.cursor.Offset += int64(end)
+			s.writeCursor(c.ID, w.cursor)
+		}
+		if len(data) >= readChunk {
 			continue
 		}
 		if !next {
 			return
 		}
 		w.cursor = logCursor{Seq: w.cursor.Seq + 1}
+		s.writeCursor(c.ID, w.cursor)
 	}
 }
 
@@ -321,18 +341,26 @@ func (s *Server) copyLogs(c *containerRecord, w *watched) {
 // when the one it points at is gone (the daemon was away while the
 // program wrote more than the init keeps) and says so in the log.
 func (s *Server) skipLostSegments(c *containerRecord, w *watched) bool {
-	for seq := w.cursor.Seq + 1; seq < w.cursor.Seq+1024; seq++ {
-		if ok, err := w.init.Exists(runspec.LogPath(seq)); err != nil {
-			return false
-		} else if ok {
-			if w.cursor.Seq > 0 || w.cursor.Offset > 0 {
-				s.writeLog(c, w, []byte(time.Now().UTC().Format(time.RFC3339Nano)+" stderr F pve-image: some output of this container was lost while pve-image cri was away\n"))
-			}
-			w.cursor = logCursor{Seq: seq}
-			return true
+	names, err := w.init.ReadDir(runspec.StateDir)
+	if err != nil {
+		return false
+	}
+	oldest := -1
+	for _, n := range names {
+		v, ok := strings.CutPrefix(n, runspec.LogNamePrefix)
+		if seq, err := strconv.Atoi(v); ok && err == nil && seq > w.cursor.Seq && (oldest < 0 || seq < oldest) {
+			oldest = seq
 		}
 	}
-	return false
+	if oldest < 0 {
+		return false
+	}
+	if w.cursor.Seq > 0 || w.cursor.Offset > 0 {
+		s.writeLog(c, w, []byte(time.Now().UTC().Format(time.RFC3339Nano)+" stderr F pve-image: some output of this container was lost while pve-image cri was away\n"))
+	}
+	w.cursor = logCursor{Seq: oldest}
+	s.writeCursor(c.ID, w.cursor)
+	return true
 }
 
 // criLine is a line of the CRI log format: kubelet's parser takes nothing

@@ -56,6 +56,15 @@ func (f *fakeInit) Exists(p string) (bool, error) {
 	return err == nil, err
 }
 
+func (f *fakeInit) ReadDir(p string) ([]string, error) {
+	entries, err := os.ReadDir(f.path(p))
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names, err
+}
+
 func (f *fakeInit) Alive() bool { return f.alive }
 
 func (f *fakeInit) Signal(sig syscall.Signal) error {
@@ -152,6 +161,16 @@ func TestCopyLogs(t *testing.T) {
 		t.Fatalf("after lost segments:\n%s", got)
 	}
 
+	// A chunk with no line end (a root program writing into the
+	// segments) is copied as it is: the copy never stalls on it.
+	f.write(t, runspec.LogPath(4), strings.Repeat("x", readChunk), true)
+	f.write(t, runspec.LogPath(4), "\n"+ts+"stdout F after the blob\n", true)
+	s.copyLogs(c, w)
+	s.copyLogs(c, w)
+	if got := read(); !strings.HasSuffix(got, ts+"stdout F after the blob\n") {
+		t.Fatalf("after a chunk with no line end: ...%s", got[max(0, len(got)-200):])
+	}
+
 	// The position survives the daemon: a new follower copies nothing twice.
 	if cur := s.readCursor(c.ID); cur != w.cursor {
 		t.Fatalf("saved cursor %+v, want %+v", cur, w.cursor)
@@ -182,7 +201,7 @@ func TestFollowCollectsExit(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s, c, f := watchedServer(t)
 			f.write(t, runspec.LogPath(0), ts+"stdout F last words\n", false)
-			f.write(t, "/dev/termination-log", strings.Repeat("m", maxTerminationMessage+100), false)
+			f.write(t, runspec.TerminationPath, strings.Repeat("m", runspec.MaxTerminationMessage), false)
 			if s.follow(context.Background(), c.ID) {
 				t.Fatal("exited before the program ended")
 			}
@@ -197,8 +216,8 @@ func TestFollowCollectsExit(t *testing.T) {
 			if len(f.signals) != 1 || f.signals[0] != syscall.SIGPWR {
 				t.Errorf("the init got %v, want the halt signal once", f.signals)
 			}
-			if b, _ := os.ReadFile(c.TerminationLog.Host); len(b) != maxTerminationMessage {
-				t.Errorf("termination message of %d bytes, want kubelet's %d", len(b), maxTerminationMessage)
+			if b, _ := os.ReadFile(c.TerminationLog.Host); len(b) != runspec.MaxTerminationMessage {
+				t.Errorf("termination message of %d bytes, want kubelet's %d", len(b), runspec.MaxTerminationMessage)
 			}
 			if b, _ := os.ReadFile(c.LogPath); !strings.HasSuffix(string(b), "last words\n") {
 				t.Errorf("log: %q", b)

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -102,9 +103,11 @@ func (n *podNetwork) gateway(a netip.Addr) (netip.Addr, bool) {
 
 // nicOption is Proxmox's net0 for a container of a pod with these
 // addresses: static and host-managed, so that Proxmox (not DHCP, not the
-// image) puts them on eth0 when the container starts.
-func nicOption(bridge string, ips []string, gws []string) string {
-	opt := "name=eth0,bridge=" + bridge
+// image) puts them on eth0 when the container starts; and the pod's MAC
+// address, so that a restarted container keeps it and its neighbours'
+// ARP entries for the pod's address stay right.
+func nicOption(bridge, mac string, ips []string, gws []string) string {
+	opt := "name=eth0,bridge=" + bridge + ",hwaddr=" + mac
 	for i, ip := range ips {
 		p, err := netip.ParsePrefix(ip)
 		if err != nil {
@@ -165,4 +168,11 @@ func resolvConf(d *runtimeapi.DNSConfig) string {
 		b.WriteString("options " + strings.Join(d.GetOptions(), " ") + "\n")
 	}
 	return b.String()
+}
+
+// podMAC is a pod's MAC address, derived from its sandbox ID: locally
+// administered and unicast (02:...), as Proxmox's hwaddr option requires.
+func podMAC(sandboxID string) string {
+	sum := sha256.Sum256([]byte(sandboxID))
+	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", sum[0], sum[1], sum[2], sum[3], sum[4])
 }

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -77,9 +78,13 @@ func TestAllocate(t *testing.T) {
 }
 
 func TestNICOption(t *testing.T) {
-	got := nicOption("vmbr1", []string{"10.88.0.5/24", "fd00::5/64"}, []string{"10.88.0.1", "fd00::1"})
-	if want := "name=eth0,bridge=vmbr1,ip=10.88.0.5/24,gw=10.88.0.1,ip6=fd00::5/64,gw6=fd00::1"; got != want {
+	got := nicOption("vmbr1", "02:aa:bb:cc:dd:ee", []string{"10.88.0.5/24", "fd00::5/64"}, []string{"10.88.0.1", "fd00::1"})
+	if want := "name=eth0,bridge=vmbr1,hwaddr=02:aa:bb:cc:dd:ee,ip=10.88.0.5/24,gw=10.88.0.1,ip6=fd00::5/64,gw6=fd00::1"; got != want {
 		t.Errorf("nicOption = %q, want %q", got, want)
+	}
+	mac := podMAC("a sandbox")
+	if !regexp.MustCompile(`^02(:[0-9a-f]{2}){5}$`).MatchString(mac) || mac != podMAC("a sandbox") || mac == podMAC("another") {
+		t.Errorf("podMAC: %q", mac)
 	}
 }
 

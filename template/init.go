@@ -110,6 +110,9 @@ func runInfo(rootfs *imgconv.Rootfs, meta *Meta, mode InitMode) (RunInfo, error)
 	if len(argv) == 0 {
 		return ri, ErrNothingToRun
 	}
+	if len(withoutRuntimeVars(cfg.Env)) < len(cfg.Env) {
+		meta.Facts.Warnings = append(meta.Facts.Warnings, "the image's PVE_IMAGE_ variables are dropped: pve-image's runtime alone sets them for pve-image-init")
+	}
 	u, err := rootfs.ResolveUser(cfg.User)
 	if err != nil {
 		return ri, fmt.Errorf("USER %q: %w; the program cannot run as that user (Proxmox 9.1's own import would silently run it as root)", cfg.User, err)
@@ -143,12 +146,25 @@ func runInfo(rootfs *imgconv.Rootfs, meta *Meta, mode InitMode) (RunInfo, error)
 // defaultEnv adds PATH and HOME when the image leaves them out, as Docker
 // does.
 func defaultEnv(env []string, home string) []string {
-	out := append([]string{}, env...)
+	out := withoutRuntimeVars(env)
 	if !hasVar(out, "PATH") {
 		out = append(out, "PATH="+defaultPath)
 	}
 	if !hasVar(out, "HOME") {
 		out = append(out, "HOME="+home)
+	}
+	return out
+}
+
+// withoutRuntimeVars drops PVE_IMAGE_ variables: they are how pve-image's
+// runtime speaks to pve-image-init, and an image that set them (ENV
+// PVE_IMAGE_UID=0) would run as someone its USER does not say.
+func withoutRuntimeVars(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "PVE_IMAGE_") {
+			out = append(out, kv)
+		}
 	}
 	return out
 }

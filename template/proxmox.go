@@ -88,7 +88,9 @@ func (m *Meta) PVEConfig(native bool, o Overrides) (PVEConfig, error) {
 	if m.Run.Spec != nil {
 		env = m.Run.Spec.Env
 	}
-	env = MergeEnv(env, o.Env)
+	// Only pve-image's own PVE_IMAGE_ variables reach pve-image-init (templates
+	// converted before they were dropped from run.json may hold the image's).
+	env = MergeEnv(withoutRuntimeVars(env), o.Env)
 	var argv []string
 	switch {
 	case m.Run.Init == "shim" && len(o.Entrypoint) > 0 && !initCmdSafe(o.Entrypoint):

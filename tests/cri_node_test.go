@@ -32,8 +32,9 @@ import (
 func shellImage(t testing.TB, cfg v1.Config) v1.Image {
 	entries := []Entry{Exec("bin/busybox", busybox(t)), Exec("app", readFile(t, testApp)),
 		File("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/sh\n"),
-		File("etc/group", "root:x:0:\nwww-data:x:33:\n"), Dir("tmp/"), Dir("www/")}
-	for _, a := range []string{"sh", "echo", "cat", "sleep", "ip", "id", "test", "touch", "httpd", "ps", "pwd", "true", "tr"} {
+		File("etc/group", "root:x:0:\nwww-data:x:33:\n"), WithMode(Dir("tmp/"), 0o1777), Dir("www/"),
+		WithMode(File("secret", "TOPSECRET\n"), 0o600), Dir("var/"), Owned(Dir("var/www/"), 33, 33)}
+	for _, a := range []string{"sh", "echo", "cat", "sleep", "ip", "id", "test", "touch", "httpd", "ps", "pwd", "true", "tr", "ln", "rm", "grep"} {
 		entries = append(entries, Symlink("bin/"+a, "busybox"))
 	}
 	return Image(t, amd64, cfg, Layer(t, entries...))
@@ -178,6 +179,7 @@ func TestCRIOnNode(t *testing.T) {
 echo "cert=$CERT" | tr '\n' '|'; echo
 cat /data/hello /etc/hosts /etc/resolv.conf
 ip -4 addr show eth0 | grep inet
+echo "mac=$(cat /sys/class/net/eth0/address)"
 touch /data/x || echo read-only volume
 echo ready
 trap 'echo got TERM; echo goodbye > /dev/termination-log; exit 7' TERM
@@ -279,6 +281,75 @@ while true; do sleep 0.2; done`
 	waitFile(t, logFile, "stdout F got TERM", 5*time.Second)
 	if r := d.crictl(t, "stop", ctrID); r.err != nil {
 		t.Errorf("stopping a stopped container: %s", r.stderr)
+	}
+
+	mac := regexp.MustCompile(`stdout F mac=(\S+)`).FindStringSubmatch(log)
+
+	// The pod keeps its MAC address across its containers, so that
+	// neighbours' ARP entries for its address stay right.
+	macID := strings.TrimSpace(d.crictlOK(t, "create", podID, ctrSpec(t, dir, "mac", map[string]any{"command": []string{"sh", "-c", "echo mac=$(cat /sys/class/net/eth0/address)"}}), pod))
+	d.crictlOK(t, "start", macID)
+	d.waitExited(t, macID, 30*time.Second)
+	if again := regexp.MustCompile(`stdout F mac=(\S+)`).FindStringSubmatch(waitFile(t, filepath.Join(dir, "logs", "web", "mac.log"), "mac=", 5*time.Second)); mac == nil || again == nil || again[1] != mac[1] {
+		t.Errorf("MAC addresses of the pod's containers: %v, then %v", mac, again)
+	}
+
+	// A security context: read-only root, no capabilities, no new
+	// privileges — for the program and for exec.
+	restricted := strings.TrimSpace(d.crictlOK(t, "create", podID, ctrSpec(t, dir, "restricted", map[string]any{
+		"command": []string{"sh", "-c", "touch /x 2>/dev/null || echo read-only root; touch /tmp/x && echo tmp writable; grep -E 'CapBnd|NoNewPrivs' /proc/self/status; sleep 30"},
+		"linux": map[string]any{"security_context": map[string]any{"readonly_rootfs": true, "no_new_privs": true,
+			"capabilities": map[string]any{"drop_capabilities": []string{"ALL"}}}},
+	}), pod))
+	d.crictlOK(t, "start", restricted)
+	rlog := waitFile(t, filepath.Join(dir, "logs", "web", "restricted.log"), "NoNewPrivs", 30*time.Second)
+	for _, want := range []string{"read-only root", "tmp writable", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1"} {
+		if !strings.Contains(rlog, want) {
+			t.Errorf("the restricted program's log lacks %q:\n%s", want, rlog)
+		}
+	}
+	if r, err := rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: restricted, Cmd: []string{"grep", "CapBnd", "/proc/self/status"}}); err != nil || !strings.Contains(string(r.Stdout), "0000000000000000") {
+		t.Errorf("exec in the restricted container: %v %+v", err, r)
+	}
+	// kubectl exec -i that goes away takes its command with it.
+	execIn := exec.Command(Tool(t, "PVE_IMAGE_CRICTL_BIN", "crictl"), "--runtime-endpoint", d.Socket, "exec", "-i", restricted, "sleep", "77.5")
+	stdinW, _ := execIn.StdinPipe()
+	if err := execIn.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(processes("sleep\x0077.5")) == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the exec'd command never ran")
+		}
+	}
+	execIn.Process.Kill()
+	execIn.Wait()
+	stdinW.Close()
+	for deadline := time.Now().Add(15 * time.Second); len(processes("sleep\x0077.5")) > 0; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("the command of an exec whose caller left still runs")
+			break
+		}
+	}
+	d.crictlOK(t, "stop", "--timeout", "2", restricted)
+
+	// A termination message is read as the program's user: a link to a
+	// file only root may read does not leak it into the pod's status.
+	sneakyTerm := filepath.Join(dir, "sneaky-termination")
+	os.WriteFile(sneakyTerm, nil, 0o666)
+	sneaky := strings.TrimSpace(d.crictlOK(t, "create", podID, ctrSpec(t, dir, "sneaky", map[string]any{
+		"command":     []string{"sh", "-c", "rm -f /var/www/msg && ln -s /secret /var/www/msg && echo linked; cat /secret || echo cannot read it"},
+		"annotations": map[string]string{"io.kubernetes.container.terminationMessagePath": "/var/www/msg"},
+		"mounts":      []map[string]any{{"container_path": "/var/www/msg", "host_path": sneakyTerm}},
+		"linux":       map[string]any{"security_context": map[string]any{"run_as_user": map[string]any{"value": 33}}},
+	}), pod))
+	d.crictlOK(t, "start", sneaky)
+	d.waitExited(t, sneaky, 30*time.Second)
+	if b, _ := os.ReadFile(sneakyTerm); strings.Contains(string(b), "TOPSECRET") {
+		t.Errorf("the termination message leaked a root-only file: %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "logs", "web", "sneaky.log")); !strings.Contains(string(b), "linked") || !strings.Contains(string(b), "cannot read it") {
+		t.Errorf("the program did not plant its link, or could read /secret itself:\n%s", b)
 	}
 
 	// Exits on their own, in the same pod one after another.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -15,22 +16,30 @@ import (
 // user, groups, environment and working directory. pve-image's runtime
 // starts it through lxc-attach for kubectl exec and exec probes:
 //
-//	pve-image-init exec [--timeout SECONDS] [--tty] [--stdin-ends-it] -- ARGV...
+//	pve-image-init exec [--timeout SECONDS] [--tty] [--stdin-ends-it] [--id ID] -- ARGV...
 //
 // Killing lxc-attach does not end what it started in the container, so
 // the helper bounds the command itself: --timeout kills the command's
-// process group when it expires, and --stdin-ends-it when the caller
-// closes the helper's stdin (the command gets /dev/null). With --tty the
-// helper becomes the command, on the terminal lxc-attach made.
+// process group when it expires, --stdin-ends-it when the caller closes
+// the helper's stdin (the command gets /dev/null), and with --id the
+// command's pid is kept where `pve-image-init exec-kill ID` finds it. With
+// --tty the helper becomes the command, on the terminal lxc-attach made.
 func execMain(args []string) int {
 	var timeout time.Duration
 	var tty, stdinEnds bool
+	var id string
 	for len(args) > 0 && args[0] != "--" {
 		switch args[0] {
 		case "--tty":
 			tty = true
 		case "--stdin-ends-it":
 			stdinEnds = true
+		case "--id":
+			if len(args) < 2 || !validID(args[1]) {
+				return usage()
+			}
+			id = args[1]
+			args = args[1:]
 		case "--timeout":
 			if len(args) < 2 {
 				return usage()
@@ -50,26 +59,60 @@ func execMain(args []string) int {
 		return usage()
 	}
 	argv := args[1:]
+	// The program's effective spec, with the runtime's user and
+	// restrictions: without it (the program never started) exec would run
+	// as someone else, so there is no fallback.
 	spec, err := runspec.Read(runspec.ExecSpecPath)
-	if errors.Is(err, os.ErrNotExist) {
-		// Not supervised: the image's spec, without the runtime's
-		// overrides (there are none).
-		spec, err = runspec.Read(runspec.Path)
-	}
 	if err != nil {
-		logf("exec: %v", err)
+		logf("exec: %v (the container's program has not started under pve-image-init's supervision)", err)
 		return 126
 	}
 	argv0 := lookPath(argv[0], spec.Env)
+	if err := restrict(spec); err != nil {
+		logf("exec: security context: %v", err)
+		return 126
+	}
 	if tty {
 		return execInPlace(spec, argv0, argv)
 	}
-	return execChild(spec, argv0, argv, timeout, stdinEnds)
+	return execChild(spec, argv0, argv, timeout, stdinEnds, id)
 }
 
 func usage() int {
-	logf("usage: pve-image-init exec [--timeout SECONDS] [--tty] [--stdin-ends-it] -- PROGRAM [ARG...]")
+	logf("usage: pve-image-init exec [--timeout SECONDS] [--tty] [--stdin-ends-it] [--id ID] -- PROGRAM [ARG...]")
 	return 2
+}
+
+// validID keeps an exec ID a plain file name.
+func validID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// execKillMain ends the command of exec ID (pve-image-init exec-kill ID):
+// its process group gets SIGKILL.
+func execKillMain(args []string) int {
+	if len(args) != 1 || !validID(args[0]) {
+		logf("usage: pve-image-init exec-kill ID")
+		return 2
+	}
+	b, err := os.ReadFile(runspec.ExecPIDPrefix + args[0])
+	if err != nil {
+		return 1 // gone already
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return 1
+	}
+	syscall.Kill(-pid, syscall.SIGKILL)
+	return 0
 }
 
 // execInPlace becomes the command: it keeps the terminal, its signals and
@@ -102,7 +145,7 @@ func execInPlace(spec *runspec.Spec, argv0 string, argv []string) int {
 
 // execChild runs the command in its own process group and reports its
 // status (128+signal for a killed one).
-func execChild(spec *runspec.Spec, argv0 string, argv []string, timeout time.Duration, stdinEnds bool) int {
+func execChild(spec *runspec.Spec, argv0 string, argv []string, timeout time.Duration, stdinEnds bool, id string) int {
 	files := []uintptr{0, 1, 2}
 	if stdinEnds {
 		null, err := os.Open(os.DevNull)
@@ -130,6 +173,12 @@ func execChild(spec *runspec.Spec, argv0 string, argv []string, timeout time.Dur
 			return 127
 		}
 		return 126
+	}
+	if id != "" {
+		p := runspec.ExecPIDPrefix + id
+		if err := os.WriteFile(p, []byte(strconv.Itoa(pid)), 0o600); err == nil {
+			defer os.Remove(p)
+		}
 	}
 	done := make(chan syscall.WaitStatus, 1)
 	go func() {

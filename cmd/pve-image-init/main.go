@@ -78,8 +78,15 @@ func format1(format string, args ...any) string {
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "exec" {
-		os.Exit(execMain(os.Args[2:]))
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "exec":
+			os.Exit(execMain(os.Args[2:]))
+		case "exec-kill":
+			os.Exit(execKillMain(os.Args[2:]))
+		case "cat":
+			os.Exit(catMain(os.Args[2:]))
+		}
 	}
 	if os.Getpid() != 1 && os.Getenv("PVE_IMAGE_INIT_ANY_PID") == "" {
 		logf("must run as PID 1 (the container's init)")
@@ -94,8 +101,9 @@ func main() {
 		spec.Args = os.Args[i+1:]
 	}
 	// The environment LXC was given (Proxmox's env option) overrides the
-	// image's, less LXC's own variables.
-	spec.Env = runspec.MergeEnv(spec.Env, os.Environ(), func(k string) bool { return lxcVars[k] })
+	// image's, less LXC's own variables. Only the runtime's PVE_IMAGE_
+	// variables count: an image's own ENV must not run it as root.
+	spec.Env = runspec.MergeEnv(dropRuntimeVars(spec.Env), os.Environ(), func(k string) bool { return lxcVars[k] })
 	rt, err := takeRuntimeEnv(spec)
 	setupMounts(spec)
 	if rt.supervised {
@@ -116,6 +124,12 @@ func main() {
 	setupHostname()
 	setupFiles(rt)
 	setupNetwork(spec)
+	if rt.readonlyRoot {
+		if err := remountRootReadonly(); err != nil {
+			logf("read-only root file system: %v", err)
+			os.Exit(failEarly(rt, 111))
+		}
+	}
 	os.Exit(supervise(spec, rt))
 }
 
@@ -128,15 +142,31 @@ type runtimeEnv struct {
 	hasHosts, hasResolv bool
 	terminationLog      string
 	supervised          bool
+	noNewPrivs          bool
+	capDrop             []int
+	readonlyRoot        bool
+}
+
+// dropRuntimeVars leaves out PVE_IMAGE_ variables.
+func dropRuntimeVars(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "PVE_IMAGE_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // takeRuntimeEnv removes every PVE_IMAGE_ variable from the program's
 // environment and reads those addressed to the init: a replacement argv,
-// variables with control characters, user, groups, working directory and
-// the files kubelet expects.
+// variables with control characters, user, groups, working directory,
+// restrictions and the files kubelet expects. It reads them all before
+// reporting the first error, so that supervision is known even then.
 func takeRuntimeEnv(spec *runspec.Spec) (*runtimeEnv, error) {
 	rt := &runtimeEnv{}
 	var env, extra []string
+	var first error
 	for _, kv := range spec.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		if !strings.HasPrefix(k, "PVE_IMAGE_") {
@@ -175,13 +205,20 @@ func takeRuntimeEnv(spec *runspec.Spec) (*runtimeEnv, error) {
 			rt.terminationLog = v
 		case runspec.EnvSupervised:
 			rt.supervised = v == "1"
+		case runspec.EnvNoNewPrivs:
+			rt.noNewPrivs = v == "1"
+		case runspec.EnvReadonlyRoot:
+			rt.readonlyRoot = v == "1"
+		case runspec.EnvCapDrop:
+			rt.capDrop, err = runspec.ParseCapabilities(strings.Split(v, ","))
 		}
-		if err != nil {
-			return rt, errors.New(k + ": " + err.Error())
+		if err != nil && first == nil {
+			first = errors.New(k + ": " + err.Error())
 		}
 	}
 	spec.Env = runspec.MergeEnv(env, extra, func(k string) bool { return strings.HasPrefix(k, "PVE_IMAGE_") })
-	return rt, nil
+	spec.NoNewPrivs, spec.CapDrop = rt.noNewPrivs, rt.capDrop
+	return rt, first
 }
 
 // applyOverrides applies the runtime's user, group and working directory

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/pve-image/pve-image/imgconv/runspec"
@@ -80,5 +81,29 @@ func TestApplyOverrides(t *testing.T) {
 				t.Errorf("args %q, want %q", s.Args, want)
 			}
 		})
+	}
+}
+
+// TestTakeRuntimeEnvReadsAll: a bad variable is reported, but what comes
+// after it is still read — supervision above all, so that the failure
+// reaches the runtime as an exit status.
+func TestTakeRuntimeEnvReadsAll(t *testing.T) {
+	spec := &runspec.Spec{Args: []string{"/app"}, Env: []string{"PVE_IMAGE_ARGV=[oops", "PVE_IMAGE_CAP_DROP=NET_RAW,cap_sys_admin", "PVE_IMAGE_NO_NEW_PRIVS=1",
+		"PVE_IMAGE_READONLY_ROOT=1", "PVE_IMAGE_SUPERVISED=1", "A=1"}}
+	rt, err := takeRuntimeEnv(spec)
+	if err == nil || !strings.Contains(err.Error(), "PVE_IMAGE_ARGV") {
+		t.Errorf("error %v", err)
+	}
+	if !rt.supervised || !rt.noNewPrivs || !rt.readonlyRoot || !reflect.DeepEqual(rt.capDrop, []int{13, 21}) {
+		t.Errorf("read %+v", rt)
+	}
+	if !spec.NoNewPrivs || !reflect.DeepEqual(spec.CapDrop, []int{13, 21}) || !reflect.DeepEqual(spec.Env, []string{"A=1"}) {
+		t.Errorf("spec %+v", spec)
+	}
+	if _, err := takeRuntimeEnv(&runspec.Spec{Env: []string{"PVE_IMAGE_CAP_DROP=NET_FLY"}}); err == nil {
+		t.Error("an unknown capability was taken")
+	}
+	if got := dropRuntimeVars([]string{"PVE_IMAGE_UID=0", "PATH=/bin", "PVE_IMAGE_SUPERVISED=1"}); !reflect.DeepEqual(got, []string{"PATH=/bin"}) {
+		t.Errorf("dropRuntimeVars = %q", got)
 	}
 }

@@ -74,6 +74,10 @@ func supervise(spec *runspec.Spec, rt *runtimeEnv) int {
 		// works.
 		attr.Sys.Setctty, attr.Sys.Ctty = true, 0
 	}
+	if err := restrict(spec); err != nil {
+		logf("security context: %v", err)
+		return failEarly(rt, 111)
+	}
 	oomBefore, _ := oomKills()
 	pid, err := syscall.ForkExec(argv0, spec.Args, attr)
 	if pipes != nil {
@@ -95,6 +99,7 @@ func supervise(spec *runspec.Spec, rt *runtimeEnv) int {
 	}
 	var killAt <-chan time.Time
 	var ended syscall.WaitStatus
+	halted := false
 	status := -1
 	for status < 0 {
 		select {
@@ -105,6 +110,7 @@ func supervise(spec *runspec.Spec, rt *runtimeEnv) int {
 					status, ended = exitStatus(ws), ws
 				}
 			case sigPWR, sigRTMIN3:
+				halted = true
 				if rt.supervised {
 					// The runtime times the stop (kubelet's grace period).
 					infof("halt requested: sending signal %d to the program", spec.StopSignal)
@@ -130,7 +136,6 @@ func supervise(spec *runspec.Spec, rt *runtimeEnv) int {
 	if !rt.supervised {
 		return status
 	}
-	signal.Stop(sigs)
 	pipes.wait(2 * time.Second)
 	e := runspec.Exit{Code: status, FinishedAt: time.Now().UnixNano(), LastLog: sink.last()}
 	if ended.Signaled() {
@@ -139,8 +144,10 @@ func supervise(spec *runspec.Spec, rt *runtimeEnv) int {
 	if after, ok := oomKills(); ok && after > oomBefore && e.Signal == int(syscall.SIGKILL) {
 		e.OOMKilled = true
 	}
-	writeExit(e)
-	hold()
+	if rt.terminationLog != "" {
+		copyTermination(spec, rt.terminationLog)
+	}
+	report(e, halted)
 	return status
 }
 

@@ -187,29 +187,44 @@ func (p *outputPipes) wait(d time.Duration) {
 	}
 }
 
-// writeExit records how the program ended, atomically.
-func writeExit(e runspec.Exit) {
-	tmp := runspec.ExitPath + ".tmp"
-	if err := os.WriteFile(tmp, e.Marshal(), 0o600); err != nil {
-		logf("writing the exit status: %v", err)
+// haltHold bounds the hold after a halt that did not come from the
+// runtime (pct shutdown, a node going down): then nobody may collect, and
+// Proxmox waits for the container to stop.
+const haltHold = 5 * time.Second
+
+// report records how the program ended and holds the container until the
+// runtime has read it and sent the halt signal (at most haltHold after a
+// halt from elsewhere). The signal is watched before the record appears,
+// so a release that follows it at once is not lost; a record that cannot
+// be written is not waited for.
+func report(e runspec.Exit, halted bool) {
+	sigs := make(chan os.Signal, 4)
+	notifyHalt(sigs)
+	if !writeExit(e) {
 		return
 	}
-	if err := os.Rename(tmp, runspec.ExitPath); err != nil {
-		logf("writing the exit status: %v", err)
+	var limit <-chan time.Time
+	if halted {
+		limit = time.After(haltHold)
+	}
+	select {
+	case <-sigs:
+	case <-limit:
 	}
 }
 
-// hold waits for the runtime to collect the exit status: it sends the
-// halt signal (as Proxmox's shutdown does) when it has.
-func hold() {
-	sigs := make(chan os.Signal, 4)
-	notifyHalt(sigs)
-	for {
-		s := <-sigs
-		if s == sigPWR || s == sigRTMIN3 || s == syscall.SIGTERM || s == syscall.SIGINT {
-			return
-		}
+// writeExit records how the program ended, atomically.
+func writeExit(e runspec.Exit) bool {
+	tmp := runspec.ExitPath + ".tmp"
+	if err := os.WriteFile(tmp, e.Marshal(), 0o600); err != nil {
+		logf("writing the exit status: %v", err)
+		return false
 	}
+	if err := os.Rename(tmp, runspec.ExitPath); err != nil {
+		logf("writing the exit status: %v", err)
+		return false
+	}
+	return true
 }
 
 // failEarly reports a failure before the program could start: in a
@@ -218,8 +233,7 @@ func failEarly(rt *runtimeEnv, code int) int {
 	if rt == nil || !rt.supervised || sink == nil {
 		return code
 	}
-	writeExit(runspec.Exit{Code: code, FinishedAt: time.Now().UnixNano(), LastLog: sink.last()})
-	hold()
+	report(runspec.Exit{Code: code, FinishedAt: time.Now().UnixNano(), LastLog: sink.last()}, false)
 	return code
 }
 

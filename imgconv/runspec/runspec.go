@@ -54,6 +54,12 @@ type Spec struct {
 	// DHCPTimeout bounds the wait for a DHCP lease on eth0 before the
 	// program starts without one, in seconds; 0 turns DHCP off.
 	DHCPTimeout int `json:"dhcpTimeout"`
+	// NoNewPrivs and CapDrop restrict the program (a CRI container's
+	// security context): no privileges gained through execve, and these
+	// capabilities (numbers) out of its bounding set. Set in the
+	// effective spec (ExecSpecPath), so that exec gets them too.
+	NoNewPrivs bool  `json:"noNewPrivs,omitempty"`
+	CapDrop    []int `json:"capDrop,omitempty"`
 }
 
 // Read loads a spec.
@@ -121,6 +127,19 @@ func Parse(b []byte) (*Spec, error) {
 			s.MountTmp, err = boolean(v)
 		case "dhcpTimeout":
 			s.DHCPTimeout, err = integer(v)
+		case "noNewPrivs":
+			s.NoNewPrivs, err = boolean(v)
+		case "capDrop":
+			var a []any
+			if a, err = arr(v); err == nil {
+				for _, x := range a {
+					var c int
+					if c, err = integer(x); err != nil {
+						break
+					}
+					s.CapDrop = append(s.CapDrop, c)
+				}
+			}
 		}
 		if err != nil {
 			return nil, errors.New(k + ": " + err.Error())

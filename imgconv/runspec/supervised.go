@@ -37,6 +37,13 @@ const (
 	// EnvTerminationLog is a path the init creates as an empty file that
 	// anyone may write, for the program's termination message.
 	EnvTerminationLog = "PVE_IMAGE_TERMINATION_LOG"
+	// EnvNoNewPrivs=1, EnvCapDrop (capability names, or ALL) and
+	// EnvReadonlyRoot=1 restrict the program as a CRI security context
+	// asks: no_new_privs, capabilities out of its bounding set, the root
+	// file system remounted read-only once the init has set it up.
+	EnvNoNewPrivs   = "PVE_IMAGE_NO_NEW_PRIVS"
+	EnvCapDrop      = "PVE_IMAGE_CAP_DROP"
+	EnvReadonlyRoot = "PVE_IMAGE_READONLY_ROOT"
 	// EnvSupervised=1 asks for supervision: the program's output goes into
 	// log segments, its end into ExitPath, and the init then waits for
 	// the runtime to collect both before the container stops (see Exit).
@@ -55,17 +62,26 @@ const (
 	// ExitPath appears once the program has ended and its output is in
 	// the log segments.
 	ExitPath = StateDir + "/exit.json"
+	// TerminationPath holds the program's termination message (the file
+	// EnvTerminationLog names), copied there as the program's user when it
+	// ended, at most MaxTerminationMessage bytes: the runtime reads this
+	// copy, never a path the program controls.
+	TerminationPath       = StateDir + "/termination"
+	MaxTerminationMessage = 4096
+	// ExecPIDPrefix + ID holds the pid of an exec helper's command, so
+	// that `pve-image-init exec-kill ID` can end it when its caller left.
+	ExecPIDPrefix = StateDir + "/exec-"
 	// LogPrefix names log segments: LogPrefix + sequence number, from 0.
 	// Each holds whole lines in the CRI log format ("TIME STREAM TAG
 	// TEXT"); the init starts the next one when a segment exceeds
 	// LogSegmentSize and keeps the newest two.
-	LogPrefix      = StateDir + "/" + logName
+	LogPrefix      = StateDir + "/" + LogNamePrefix
 	LogSegmentSize = 4 << 20
-	logName        = "log."
+	LogNamePrefix  = "log."
 )
 
 // LogName is the file name of log segment seq in StateDir.
-func LogName(seq int) string { return logName + strconv.Itoa(seq) }
+func LogName(seq int) string { return LogNamePrefix + strconv.Itoa(seq) }
 
 // LogPath is the path of log segment seq.
 func LogPath(seq int) string { return StateDir + "/" + LogName(seq) }
@@ -145,6 +161,19 @@ func (s *Spec) Marshal() []byte {
 	b = strconv.AppendBool(b, s.MountTmp)
 	b = append(b, `,"dhcpTimeout":`...)
 	b = strconv.AppendInt(b, int64(s.DHCPTimeout), 10)
+	if s.NoNewPrivs {
+		b = append(b, `,"noNewPrivs":true`...)
+	}
+	if len(s.CapDrop) > 0 {
+		b = append(b, `,"capDrop":[`...)
+		for i, c := range s.CapDrop {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, int64(c), 10)
+		}
+		b = append(b, ']')
+	}
 	return append(b, "}\n"...)
 }
 
@@ -245,4 +274,41 @@ func HasControl(s string) bool {
 		}
 	}
 	return false
+}
+
+// capNames are Linux's capabilities by number (linux/capability.h).
+var capNames = []string{"CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+	"LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE",
+	"SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
+	"SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+	"WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE"}
+
+// ParseCapabilities turns capability names (CAP_ prefix optional, any
+// case; ALL for every one) into their numbers.
+func ParseCapabilities(names []string) ([]int, error) {
+	var out []int
+	for _, n := range names {
+		n = strings.ToUpper(strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(n)), "CAP_"))
+		if n == "" {
+			continue
+		}
+		if n == "ALL" {
+			out = out[:0]
+			for i := range capNames {
+				out = append(out, i)
+			}
+			return out, nil
+		}
+		found := false
+		for i, c := range capNames {
+			if c == n {
+				out, found = append(out, i), true
+				break
+			}
+		}
+		if !found {
+			return nil, errors.New("unknown capability " + strconv.Quote(n))
+		}
+	}
+	return out, nil
 }

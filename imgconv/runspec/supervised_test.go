@@ -12,7 +12,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 	specs := []Spec{
 		{Args: []string{"/bin/sh", "-c", "echo \"a b\"\n\texit 3 \\ \x01 \x7f ünï"}, Env: []string{"PATH=/bin", "X=\u2028"},
 			WorkingDir: "/srv", User: "app", UID: 1000, GID: 50, Groups: []uint32{50, 4000000000}, Home: "/home/app",
-			StopSignal: 3, StopTimeout: 30, MountRun: true, DHCPTimeout: 10},
+			StopSignal: 3, StopTimeout: 30, MountRun: true, DHCPTimeout: 10, NoNewPrivs: true, CapDrop: []int{0, 13, 40}},
 		{Args: []string{"x"}},
 	}
 	for _, s := range specs {
@@ -76,5 +76,18 @@ func TestParseStringsAndGroups(t *testing.T) {
 	}
 	if _, err := ParseGroups("x"); err == nil {
 		t.Error("ParseGroups(x) succeeded")
+	}
+}
+
+func TestParseCapabilities(t *testing.T) {
+	got, err := ParseCapabilities([]string{"NET_RAW", "cap_sys_admin", " CHOWN "})
+	if err != nil || !reflect.DeepEqual(got, []int{13, 21, 0}) {
+		t.Errorf("ParseCapabilities: %v %v", got, err)
+	}
+	if all, err := ParseCapabilities([]string{"NET_RAW", "ALL"}); err != nil || len(all) != 41 || all[40] != 40 {
+		t.Errorf("ALL: %v %v", all, err)
+	}
+	if _, err := ParseCapabilities([]string{"NET_FLY"}); err == nil {
+		t.Error("an unknown capability parsed")
 	}
 }
