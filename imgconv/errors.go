@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Error is a failure tied to one place in an image: which image, which layer
@@ -24,13 +25,32 @@ func (e *Error) Error() string {
 		fmt.Fprintf(&b, "layer %s: ", e.Layer)
 	}
 	if e.Path != "" {
-		fmt.Fprintf(&b, "%q: ", e.Path)
+		b.WriteString(quoteShort(e.Path))
+		b.WriteString(": ")
 	}
 	b.WriteString(e.Err.Error())
 	return b.String()
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// quoteShort quotes s for a message. A string too long to read (a hostile
+// member name may be a megabyte) keeps its start and end, cut at character
+// boundaries, with its length.
+func quoteShort(s string) string {
+	const head, tail = 200, 100
+	if len(s) <= 2*(head+tail) {
+		return fmt.Sprintf("%q", s)
+	}
+	h, t := head, len(s)-tail
+	for h > 0 && !utf8.RuneStart(s[h]) {
+		h--
+	}
+	for t < len(s) && !utf8.RuneStart(s[t]) {
+		t++
+	}
+	return fmt.Sprintf("%q…%q (%d bytes)", s[:h], s[t:], len(s))
+}
 
 // Errors callers may test for with errors.Is.
 var (
@@ -44,6 +64,8 @@ var (
 	ErrCorrupt        = errors.New("layer is corrupt or truncated")
 	ErrBadHardlink    = errors.New("hardlink target does not exist or is a directory")
 	ErrBadWhiteout    = errors.New("invalid whiteout")
+	ErrNameTooLong    = errors.New("file name longer than 255 bytes, which Linux cannot create (NAME_MAX)")
+	ErrPathTooLong    = errors.New("path longer than 4095 bytes, which Linux cannot take and Proxmox's tar could not extract (PATH_MAX)")
 
 	// ErrRestart says a streamed write found the image out of the order it
 	// relies on (a layer naming an entry twice, a child before its parent

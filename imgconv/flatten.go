@@ -258,12 +258,12 @@ func pathOf(err error) string {
 // of duplicates winning.
 func (r *Rootfs) apply(d *decodedLayer) error {
 	t := r.tree
-	var removed map[string]*node
+	var removed *pathTrie[*node]
 	hide := func(p string, n *node) {
 		if removed == nil {
-			removed = map[string]*node{}
+			removed = &pathTrie[*node]{}
 		}
-		removed[p] = n
+		removed.set(p, n)
 	}
 	for _, e := range d.entries {
 		switch e.kind {
@@ -317,24 +317,17 @@ func (r *Rootfs) apply(d *decodedLayer) error {
 // linkTarget finds the inode a hardlink names: in the tree as it stands, in
 // what this layer's whiteouts just hid (a link to a lower file the same layer
 // deletes keeps that file's content), or in the AUFS link store.
-func (r *Rootfs) linkTarget(p string, removed map[string]*node) *inode {
+func (r *Rootfs) linkTarget(p string, removed *pathTrie[*node]) *inode {
 	n := r.tree.lookup(p)
-	// Otherwise the nearest hidden ancestor (or p itself), walked down.
-	for i := len(p); n == nil && i > 0; i = strings.LastIndexByte(p[:i], '/') {
-		root := removed[p[:i]]
-		if root == nil {
-			continue
-		}
-		n = root
-		for _, c := range strings.Split(p[i:], "/") {
-			if c == "" {
-				continue
-			}
-			if n = n.kids[c]; n == nil {
-				break
+	if n == nil {
+		// The nearest hidden ancestor (or p itself), walked down.
+		if root, rest, ok := removed.deepest(p); ok {
+			for n = root; n != nil && rest != ""; {
+				var c string
+				c, rest, _ = strings.Cut(rest, "/")
+				n = n.kids[c]
 			}
 		}
-		break
 	}
 	if n == nil {
 		if ino := r.plnk[p]; ino != nil {

@@ -21,6 +21,10 @@ func FuzzFlatten(f *testing.F) {
 		{{dir("d/"), file("d/x", "x")}, {whiteout("d/.wh..wh..opq"), file("d/y", "y")}},
 		{{symlink("l", "/x"), file("f", "f")}, {dir("l/"), whiteout(".wh.f"), file("f", "g")}},
 		{{file("a/b/c", "deep")}, {file("a", "flat")}},
+		// At the limits: a 255-byte name, a 4093-byte path ("./" makes
+		// 4095), a 4095-byte symlink target, a hardlink to the deep path.
+		{{file(nameOf(255), "n"), symlink("l", longPath(4095))}, {file(longPath(4093), "p"), hardlink("h", longPath(4093))}},
+		{{file(nameOf(256), "n")}, {file(longPath(4094), "p")}},
 	}
 	for _, s := range seeds {
 		f.Add(tarOf(f, s[0]...), tarOf(f, s[1]...))

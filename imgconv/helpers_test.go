@@ -174,6 +174,16 @@ func checkInvariants(t testing.TB, ms []member) {
 		if m.uid >= 65536 || m.gid >= 65536 {
 			t.Fatalf("member %q has ids %d:%d", m.name, m.uid, m.gid)
 		}
+		// What Linux can create: GNU tar passes the name without a
+		// directory's trailing slash, and link targets as they are.
+		if len(p) > maxMemberLen || len(m.link) > maxMemberLen {
+			t.Fatalf("member %s (link %s) is longer than %d bytes", quoteShort(m.name), quoteShort(m.link), maxMemberLen)
+		}
+		for _, c := range strings.Split(p, "/") {
+			if len(c) > maxNameLen {
+				t.Fatalf("member %s has a name of %d bytes", quoteShort(m.name), len(c))
+			}
+		}
 		seen[p] = m.typ
 	}
 }

@@ -321,9 +321,7 @@ func (f *flattener) entryFor(hdr *tar.Header, d *decodedLayer) (*entry, error) {
 
 	// Whiteouts are recognised by name whatever their type flag: AUFS-era
 	// layers store some as hardlinks (perf.md §2.6).
-	if comps := strings.Split(p, "/"); slices.ContainsFunc(comps[:len(comps)-1], func(c string) bool {
-		return strings.HasPrefix(c, whiteoutPrefix)
-	}) {
+	if reservedDir(dir) {
 		if strings.HasPrefix(p, aufsMetaPrefix) || strings.Contains(p, "/"+aufsMetaPrefix) {
 			return f.aufsEntry(hdr, e)
 		}
@@ -345,10 +343,18 @@ func (f *flattener) entryFor(hdr *tar.Header, d *decodedLayer) (*entry, error) {
 		return e, nil
 	}
 
+	// What the template will create must be something Linux can create;
+	// whiteouts and AUFS bookkeeping above create nothing.
+	if err := checkPath(p); err != nil {
+		return nil, err
+	}
 	if hdr.Typeflag == tar.TypeLink {
 		t, err := cleanName(hdr.Linkname)
 		if err != nil || t == "" {
-			return nil, fmt.Errorf("hardlink to %q: %w", hdr.Linkname, ErrUnsafePath)
+			return nil, fmt.Errorf("hardlink to %s: %w", quoteShort(hdr.Linkname), ErrUnsafePath)
+		}
+		if err := checkPath(t); err != nil {
+			return nil, fmt.Errorf("hardlink target %s: %w", quoteShort(hdr.Linkname), err)
 		}
 		e.kind, e.link = entryLink, t
 		return e, nil
@@ -359,6 +365,19 @@ func (f *flattener) entryFor(hdr *tar.Header, d *decodedLayer) (*entry, error) {
 	}
 	e.kind, e.ino = entryPut, ino
 	return e, nil
+}
+
+// reservedDir reports whether a component of the cleaned directory path dir
+// starts with the whiteout prefix.
+func reservedDir(dir string) bool {
+	for rest := dir; rest != ""; {
+		var c string
+		c, rest, _ = strings.Cut(rest, "/")
+		if strings.HasPrefix(c, whiteoutPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // aufsEntry keeps regular files of AUFS's hardlink store so that links into it
@@ -394,6 +413,9 @@ func (f *flattener) inodeFor(hdr *tar.Header, d *decodedLayer) (*inode, error) {
 		ino.typ, ino.target = tar.TypeSymlink, hdr.Linkname
 		if hdr.Linkname == "" {
 			return nil, fmt.Errorf("%w: symlink with an empty target", ErrCorrupt)
+		}
+		if err := checkTarget(hdr.Linkname); err != nil {
+			return nil, err
 		}
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		ino.typ = hdr.Typeflag

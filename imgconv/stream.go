@@ -13,28 +13,34 @@ import (
 // replacements) or give a directory its final attributes. It is built from
 // the upper layers' entries before the streamed layer is read.
 type upperIndex struct {
-	hide   map[string]bool   // whited out or replaced by a non-directory
-	opaque map[string]bool   // lower children hidden
-	dirs   map[string]*inode // the last directory entry at a path
+	paths pathTrie[upperMark]
+}
+
+// upperMark is what the upper layers do at one path.
+type upperMark struct {
+	hide   bool   // whited out or replaced by a non-directory
+	opaque bool   // lower children hidden
+	dir    *inode // the last directory entry at the path
 }
 
 func newUpperIndex(upper []*decodedLayer) *upperIndex {
-	u := &upperIndex{hide: map[string]bool{}, opaque: map[string]bool{}, dirs: map[string]*inode{}}
+	u := &upperIndex{}
 	for _, d := range upper {
 		for _, e := range d.entries {
+			var m *upperMark
 			switch e.kind {
-			case entryWhiteout:
-				u.hide[e.path] = true
-			case entryOpaque:
-				u.opaque[e.path] = true
-			case entryLink:
-				u.hide[e.path] = true
-			case entryPut:
-				if e.ino.isDir() {
-					u.dirs[e.path] = e.ino
-				} else {
-					u.hide[e.path] = true
-				}
+			case entryWhiteout, entryOpaque, entryLink, entryPut:
+				m = &u.paths.at(e.path).val
+			default:
+				continue
+			}
+			switch {
+			case e.kind == entryOpaque:
+				m.opaque = true
+			case e.kind == entryPut && e.ino.isDir():
+				m.dir = e.ino
+			default:
+				m.hide = true
 			}
 		}
 	}
@@ -43,30 +49,36 @@ func newUpperIndex(upper []*decodedLayer) *upperIndex {
 
 // hidden says whether the upper layers hide an entry at p of the streamed
 // layer: a whiteout or a non-directory at p or above it, an opaque directory
-// above it, or a directory at p over a non-directory.
+// above it, or a directory at p over a non-directory. It walks p once.
 func (u *upperIndex) hidden(p string, isDir bool) bool {
-	if u.hide[p] || (!isDir && u.dirs[p] != nil) {
+	n := &u.paths
+	if n.val.opaque {
 		return true
 	}
-	for i := strings.LastIndexByte(p, '/'); ; i = strings.LastIndexByte(p[:i], '/') {
-		a := ""
-		if i > 0 {
-			a = p[:i]
-		}
-		if u.opaque[a] || (a != "" && u.hide[a]) {
-			return true
-		}
-		if i <= 0 {
+	for p != "" {
+		var c string
+		c, p, _ = strings.Cut(p, "/")
+		if n = n.kids[c]; n == nil {
 			return false
 		}
+		if p != "" && (n.val.opaque || n.val.hide) {
+			return true
+		}
 	}
+	return n.val.hide || (!isDir && n.val.dir != nil)
 }
 
 // attrs is the inode whose attributes a directory at p ends with.
 func (u *upperIndex) attrs(p string, ino *inode) *inode {
 	if u != nil && ino.isDir() {
-		if d := u.dirs[p]; d != nil {
-			return d
+		n := &u.paths
+		for p != "" && n != nil {
+			var c string
+			c, p, _ = strings.Cut(p, "/")
+			n = n.kids[c]
+		}
+		if n != nil && n.val.dir != nil {
+			return n.val.dir
 		}
 	}
 	return ino
@@ -91,7 +103,7 @@ func (t *TarWriter) Stream(ctx context.Context) error {
 		return &Error{Image: f.opts.Image, Err: err}
 	}
 	d.spill, r.spills[pl.index] = sp, sp
-	removed := map[string]*node{}
+	removed := &pathTrie[*node]{}
 	r.tree.streaming = true
 	err = f.readLayer(ctx, pl.index, pl.layer, d, func(e *entry, content io.Reader) error {
 		return t.streamEntry(e, d, content, removed)
@@ -114,7 +126,7 @@ func (t *TarWriter) Stream(ctx context.Context) error {
 	return nil
 }
 
-func (t *TarWriter) streamEntry(e *entry, d *decodedLayer, content io.Reader, removed map[string]*node) error {
+func (t *TarWriter) streamEntry(e *entry, d *decodedLayer, content io.Reader, removed *pathTrie[*node]) error {
 	r := t.r
 	switch e.kind {
 	case entryWhiteout:
@@ -151,14 +163,22 @@ func (t *TarWriter) streamEntry(e *entry, d *decodedLayer, content io.Reader, re
 // children) of the streamed layer: only what lower layers put there goes,
 // whatever the streamed layer itself put stays, as the spec's "whiteouts
 // apply to lower layers" asks whatever their order in the tar.
-func (t *TarWriter) hideLower(p string, n *node, whiteout bool, removed map[string]*node) error {
+//
+// Each node below n is visited a few times at most, and not again once it
+// is stripped (clean): however deep the tree, and however often the layer
+// whites out or marks opaque the same directories, a node costs O(1).
+func (t *TarWriter) hideLower(p string, n *node, whiteout bool, removed *pathTrie[*node]) error {
+	if n.clean && (n.fromStream || !whiteout) {
+		return nil
+	}
+	streamed := map[*node]bool{}
 	if whiteout && !n.fromStream {
-		if !n.hasStreamed() {
+		if !markStreamed(n, streamed) {
 			if n.anyEmitted() {
 				return ErrRestart
 			}
 			t.r.tree.remove(p)
-			removed[p] = n
+			removed.set(p, n)
 			return nil
 		}
 		// Lower directory holding streamed entries: it becomes an
@@ -167,16 +187,24 @@ func (t *TarWriter) hideLower(p string, n *node, whiteout bool, removed map[stri
 			return ErrRestart
 		}
 		n.ino, n.fromStream = implicitDir(), true
+	} else {
+		markStreamed(n, streamed)
 	}
-	return t.stripLower(p, n, removed)
+	return t.stripLower(n, streamed, removed)
 }
 
-func (t *TarWriter) stripLower(p string, n *node, removed map[string]*node) error {
+// stripLower removes what lower layers put below n and keeps what the
+// streamed layer put there; a lower directory holding streamed entries
+// becomes an implicit directory of the streamed layer's. streamed holds
+// the nodes with something streamed below them (markStreamed).
+func (t *TarWriter) stripLower(n *node, streamed map[*node]bool, removed *pathTrie[*node]) error {
+	if n.clean {
+		return nil
+	}
 	for name, k := range n.kids {
-		kp := joinPath(p, name)
 		switch {
 		case k.fromStream:
-		case k.hasStreamed():
+		case streamed[k]:
 			if k.emitted {
 				return ErrRestart
 			}
@@ -186,24 +214,36 @@ func (t *TarWriter) stripLower(p string, n *node, removed map[string]*node) erro
 				return ErrRestart
 			}
 			delete(n.kids, name)
-			removed[kp] = k
+			// Built only for what goes: each removed subtree came
+			// from lower entries at least this long.
+			removed.set(k.path(), k)
 			continue
 		}
-		if err := t.stripLower(kp, k, removed); err != nil {
+		if err := t.stripLower(k, streamed, removed); err != nil {
 			return err
 		}
 	}
+	n.clean = true
 	return nil
 }
 
-// hasStreamed reports whether anything below n came from the streamed layer.
-func (n *node) hasStreamed() bool {
-	for _, k := range n.kids {
-		if k.fromStream || k.hasStreamed() {
-			return true
+// markStreamed records in streamed every node at or below n with something
+// from the streamed layer below it, in one pass; it reports whether n is
+// one. Clean subtrees are not entered: all they hold is streamed.
+func markStreamed(n *node, streamed map[*node]bool) bool {
+	any := false
+	if n.clean {
+		any = len(n.kids) > 0
+	} else {
+		for _, k := range n.kids {
+			below := k.kids != nil && markStreamed(k, streamed)
+			any = any || below || k.fromStream
 		}
 	}
-	return false
+	if any {
+		streamed[n] = true
+	}
+	return any
 }
 
 // streamPut applies one entry of the streamed layer and writes it, with any
@@ -239,15 +279,24 @@ func (t *TarWriter) streamPut(e *entry, ino *inode, content io.Reader, d *decode
 	return t.writeNode(p, n, e, d, content)
 }
 
-// writeParents writes n's unwritten ancestors, root first.
+// writeParents writes n's unwritten ancestors, root first. The path of the
+// first is built once and each next one extends it, so a chain costs what
+// its member names cost, not a walk to the root for each.
 func (t *TarWriter) writeParents(n *node) error {
 	var chain []*node
 	for a := n.parent; a != nil && !a.emitted; a = a.parent {
 		chain = append(chain, a)
 	}
+	if len(chain) == 0 {
+		return nil
+	}
 	slices.Reverse(chain)
-	for _, a := range chain {
-		if err := t.writeNode(a.path(), a, nil, nil, nil); err != nil {
+	p := chain[0].path()
+	for i, a := range chain {
+		if i > 0 {
+			p = joinPath(p, a.name)
+		}
+		if err := t.writeNode(p, a, nil, nil, nil); err != nil {
 			return err
 		}
 	}

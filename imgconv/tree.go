@@ -46,6 +46,11 @@ type node struct {
 
 	emitted    bool // written to the template already
 	fromStream bool // put or changed by the streamed layer
+	// clean: nothing below n comes from a lower layer, so hiding the
+	// lower layers below n (TarWriter.hideLower) has nothing to do. Kept
+	// only while a layer streams: set on the nodes it creates and on those
+	// hideLower has stripped.
+	clean bool
 }
 
 // anyEmitted reports whether n or anything below it was written.
@@ -61,14 +66,26 @@ func (n *node) anyEmitted() bool {
 	return false
 }
 
+// path is n's path from the root, built in one pass up the parents: time
+// and memory linear in its length, however deep n is.
 func (n *node) path() string {
-	if n.parent == nil {
+	size := -1
+	for a := n; a.parent != nil; a = a.parent {
+		size += len(a.name) + 1
+	}
+	if size <= 0 {
 		return ""
 	}
-	if n.parent.parent == nil {
-		return n.name
+	b := make([]byte, size)
+	i := size
+	for a := n; a.parent != nil; a = a.parent {
+		i -= copy(b[i-len(a.name):], a.name)
+		if i > 0 {
+			i--
+			b[i] = '/'
+		}
 	}
-	return n.parent.path() + "/" + n.name
+	return string(b)
 }
 
 // sortedKids returns a directory's children ordered by name, the order in
@@ -131,7 +148,7 @@ func (t *tree) mkdirAll(p string) (*node, error) {
 		done += len(c) + 1
 		k := n.kids[c]
 		if k == nil {
-			k = &node{name: c, parent: n, ino: implicitDir(), kids: map[string]*node{}, fromStream: t.streaming}
+			k = &node{name: c, parent: n, ino: implicitDir(), kids: map[string]*node{}, fromStream: t.streaming, clean: t.streaming}
 			n.kids[c] = k
 		} else if !k.ino.isDir() {
 			if k.ino.typ == tar.TypeSymlink {
@@ -168,7 +185,7 @@ func (t *tree) put(p string, ino *inode) (*node, error) {
 	if old != nil && old.anyEmitted() {
 		return nil, ErrRestart
 	}
-	n := &node{name: base, parent: parent, ino: ino, fromStream: t.streaming}
+	n := &node{name: base, parent: parent, ino: ino, fromStream: t.streaming, clean: t.streaming}
 	if ino.isDir() {
 		n.kids = map[string]*node{}
 	}

@@ -241,7 +241,17 @@ func (r *Rootfs) add(p string, ino *inode) error {
 	if err != nil {
 		return fmt.Errorf("add %q: %w", p, err)
 	}
-	if _, err := r.tree.put(joinPath(real, base), ino); err != nil {
+	// The image's symlinks may lead somewhere too long for the template.
+	full := joinPath(real, base)
+	if err := checkPath(full); err != nil {
+		return fmt.Errorf("add %q (as %s): %w", p, quoteShort(full), err)
+	}
+	if ino.typ == tar.TypeSymlink {
+		if err := checkTarget(ino.target); err != nil {
+			return fmt.Errorf("add %q: %w", p, err)
+		}
+	}
+	if _, err := r.tree.put(full, ino); err != nil {
 		return fmt.Errorf("add %q: %w", p, err)
 	}
 	return nil
@@ -321,6 +331,16 @@ func (r *Rootfs) Move(from, to string) error {
 	if err != nil {
 		return err
 	}
+	// Everything moved must still fit in the template, the deepest entry
+	// below a directory included.
+	dst := joinPath(treal, tbase)
+	err = checkPath(dst)
+	if l := len(memberPrefix) + len(dst) + longestBelow(n); err == nil && l > maxMemberLen {
+		err = fmt.Errorf("%w: an entry below would be %d bytes with the leading %q", ErrPathTooLong, l, memberPrefix)
+	}
+	if err != nil {
+		return fmt.Errorf("move %q to %q (as %s): %w", from, to, quoteShort(dst), err)
+	}
 	parent, err := r.tree.mkdirAll(treal)
 	if err != nil {
 		return err
@@ -332,6 +352,16 @@ func (r *Rootfs) Move(from, to string) error {
 	n.name, n.parent = tbase, parent
 	parent.kids[tbase] = n
 	return nil
+}
+
+// longestBelow is the length of the longest path below n relative to n,
+// its leading "/" included; 0 when n has no children.
+func longestBelow(n *node) int {
+	longest := 0
+	for _, k := range n.kids {
+		longest = max(longest, 1+len(k.name)+longestBelow(k))
+	}
+	return longest
 }
 
 // Size counts what WriteTar would write: members (the root included) and
