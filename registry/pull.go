@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -70,12 +72,31 @@ type Options struct {
 	Version string
 	// Progress, if set, hears about downloads.
 	Progress Progress
+	// Retries is how many times a registry request that failed in a
+	// passing way (connection dropped or refused, 408, 429, 5xx, stalled)
+	// is tried again, and how many times an interrupted blob download is
+	// resumed; 0 means DefaultRetries, negative none.
+	Retries int
+	// StallTimeout fails a request (to be retried) when no bytes arrive
+	// for this long; 0 means DefaultStallTimeout.
+	StallTimeout time.Duration
+	// Offline resolves registry references from the store alone: tags to
+	// the digest they last resolved to, and every blob must be present.
+	Offline bool
+	// Tags remembers what registry tags resolve to, for Offline and for
+	// falling back to the last digest while a registry is unreachable;
+	// nil means the store, if it is a TagStore.
+	Tags TagStore
+	// Log hears retries and fallbacks; nil discards them.
+	Log *slog.Logger
 }
 
 // Puller resolves references and fetches their blobs into a store.
 type Puller struct {
-	store BlobStore
-	opts  Options
+	store  BlobStore
+	opts   Options
+	policy *retryPolicy
+	log    *slog.Logger
 }
 
 // NewPuller returns a Puller storing into store.
@@ -92,7 +113,14 @@ func NewPuller(store BlobStore, opts Options) *Puller {
 	if opts.Transport == nil {
 		opts.Transport = remote.DefaultTransport
 	}
-	return &Puller{store: store, opts: opts}
+	if ts, ok := store.(TagStore); ok && opts.Tags == nil {
+		opts.Tags = ts
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Puller{store: store, opts: opts, policy: newRetryPolicy(opts.Retries, opts.StallTimeout, log), log: log}
 }
 
 // Resolved is a reference pinned to the manifest of one platform. Its
@@ -108,6 +136,11 @@ type Resolved struct {
 	RawManifest     []byte
 	Manifest        *v1.Manifest
 	Platform        v1.Platform
+	// FromCache says the tag was resolved from the store (Offline, or the
+	// registry was unreachable), to the digest it resolved to at
+	// TagResolved.
+	FromCache   bool
+	TagResolved time.Time
 
 	src source
 }
@@ -138,7 +171,7 @@ func (p *Puller) Resolve(ctx context.Context, ref Reference) (*Resolved, error) 
 
 func (p *Puller) resolve(ctx context.Context, ref Reference, src source) (*Resolved, error) {
 	r := &Resolved{Ref: ref, src: src, Repository: ref.Repository(), Tag: ref.TagOrDigest()}
-	desc, raw, err := p.root(ctx, ref, src)
+	desc, raw, err := p.root(ctx, ref, src, r)
 	if err != nil {
 		return nil, err
 	}
@@ -198,19 +231,24 @@ func (p *Puller) resolve(ctx context.Context, ref Reference, src source) (*Resol
 }
 
 // root returns the reference's top manifest or index, from the store when a
-// digest names it.
-func (p *Puller) root(ctx context.Context, ref Reference, src source) (v1.Descriptor, []byte, error) {
-	if d, ok := ref.digest(); ok && p.store.HasBlob(d) {
-		raw, err := p.store.ReadBlob(d)
-		if err == nil {
-			if mt, ok := sniffMediaType(raw); ok {
-				return v1.Descriptor{MediaType: mt, Digest: d, Size: int64(len(raw))}, raw, nil
-			}
+// digest names it. A tag's digest is remembered; when its registry cannot
+// be reached, the digest it last resolved to is used, with a warning.
+func (p *Puller) root(ctx context.Context, ref Reference, src source, r *Resolved) (v1.Descriptor, []byte, error) {
+	if d, ok := ref.digest(); ok {
+		if desc, raw, ok := p.storedManifest(d); ok {
+			return desc, raw, nil
 		}
 	}
 	desc, raw, err := src.root(ctx)
 	if err != nil {
+		if desc, raw, ok := p.staleTag(ref, err, r); ok {
+			return desc, raw, nil
+		}
 		return desc, nil, err
+	}
+	if o, ok := src.(*offlineSource); ok {
+		r.FromCache, r.TagResolved = true, o.resolved
+		return desc, raw, nil
 	}
 	if d, ok := ref.digest(); ok && d != desc.Digest {
 		return desc, nil, fmt.Errorf("registry returned manifest %s for %s", desc.Digest, d)
@@ -218,7 +256,25 @@ func (p *Puller) root(ctx context.Context, ref Reference, src source) (v1.Descri
 	if _, err := p.store.PutBlob(ctx, desc.Digest, bytesOpener(raw)); err != nil {
 		return desc, nil, fmt.Errorf("manifest: %w", err)
 	}
+	if _, isTag := ref.Name.(name.Tag); isTag && ref.Transport == Docker && p.opts.Tags != nil {
+		if err := p.opts.Tags.PutTag(ref.String(), desc.Digest); err != nil {
+			p.log.Warn("cannot remember what the tag resolved to", "image", ref.String(), "error", err)
+		}
+	}
 	return desc, raw, nil
+}
+
+// storedManifest reads a manifest or index from the store.
+func (p *Puller) storedManifest(d v1.Hash) (v1.Descriptor, []byte, bool) {
+	if !p.store.HasBlob(d) {
+		return v1.Descriptor{}, nil, false
+	}
+	raw, err := p.store.ReadBlob(d)
+	if err != nil {
+		return v1.Descriptor{}, nil, false
+	}
+	mt, ok := sniffMediaType(raw)
+	return v1.Descriptor{MediaType: mt, Digest: d, Size: int64(len(raw))}, raw, ok
 }
 
 func (r Reference) digest() (v1.Hash, bool) {
@@ -292,14 +348,17 @@ func (p *Puller) manifestBytes(ctx context.Context, src source, d v1.Descriptor)
 	if p.store.HasBlob(d.Digest) {
 		return p.store.ReadBlob(d.Digest)
 	}
+	if err := checkDeclared(d, "manifest"); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", d.Digest, err)
+	}
 	rc, err := src.blob(ctx, d)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	raw, err := io.ReadAll(io.LimitReader(rc, 8<<20))
+	raw, err := io.ReadAll(&sizedReader{r: rc, size: d.Size})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("manifest %s: %w", d.Digest, err)
 	}
 	if _, err := p.store.PutBlob(ctx, d.Digest, bytesOpener(raw)); err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
@@ -318,8 +377,12 @@ func (p *Puller) ConfigFile(ctx context.Context, r *Resolved) (*v1.ConfigFile, e
 }
 
 func (p *Puller) configFile(ctx context.Context, r *Resolved) (*v1.ConfigFile, error) {
-	if err := p.fetchBlob(ctx, r.src, r.Manifest.Config, false); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+	err := checkDeclared(r.Manifest.Config, "config")
+	if err == nil {
+		err = p.fetchBlob(ctx, r.src, r.Manifest.Config, false)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", r.Manifest.Config.Digest, err)
 	}
 	raw, err := p.store.ReadBlob(r.Manifest.Config.Digest)
 	if err != nil {
@@ -385,7 +448,10 @@ func (p *Puller) Start(ctx context.Context, r *Resolved) (*Download, error) {
 			// Go blocks while Jobs downloads run, which keeps them in
 			// layer order: the flattener reads layers in that order.
 			g.Go(func() error {
-				err := p.fetchBlob(gctx, r.src, l, true)
+				err := checkDeclared(l, "layer")
+				if err == nil {
+					err = p.fetchBlob(gctx, r.src, l, true)
+				}
 				if err != nil {
 					err = fmt.Errorf("image %s: layer %s: %w", r.Ref, l.Digest, err)
 				}
@@ -483,8 +549,14 @@ func (p *Puller) fetchBlob(ctx context.Context, src source, d v1.Descriptor, rep
 			pr.Start(d)
 		}
 		rc, err := src.blob(ctx, d)
-		if err != nil || pr == nil {
-			return rc, err
+		if err != nil {
+			return nil, err
+		}
+		// Never read past the declared size: a hostile server would
+		// otherwise fill the disk before the digest refuses it.
+		rc = &sizedReader{r: rc, size: d.Size}
+		if pr == nil {
+			return rc, nil
 		}
 		return &progressReader{ReadCloser: rc, d: d, p: pr}, nil
 	})
@@ -516,6 +588,9 @@ func (r *progressReader) Read(b []byte) (int, error) {
 func (p *Puller) source(ref Reference) (source, error) {
 	switch ref.Transport {
 	case Docker:
+		if p.opts.Offline {
+			return &offlineSource{ref: ref, store: p.store, tags: p.opts.Tags}, nil
+		}
 		return p.remote(ref)
 	case OCI:
 		if fi, err := os.Stat(ref.Path); err != nil || !fi.IsDir() {
@@ -551,7 +626,7 @@ func (p *Puller) remote(ref Reference) (source, error) {
 			auth:     authn.FromConfig(authn.AuthConfig{Username: p.opts.Username, Password: p.opts.Password}),
 		}, kc)
 	}
-	base := func(insecure []string, skipVerify bool) http.RoundTripper {
+	base := func(insecure []string, skipVerify, fallback bool) http.RoundTripper {
 		next := p.opts.Transport
 		if skipVerify {
 			if t, ok := next.(*http.Transport); ok {
@@ -561,13 +636,20 @@ func (p *Puller) remote(ref Reference) (source, error) {
 			}
 		}
 		var rt http.RoundTripper = &httpsOnly{next: next, insecure: insecure}
-		rt = transport.NewRetry(rt)
+		rt = &stallTransport{next: rt, timeout: p.policy.stall}
+		rt = &retryTransport{next: rt, policy: p.policy, noDialRetry: fallback}
 		return transport.NewUserAgent(rt, userAgent(p.opts.Version))
 	}
 	src := &remoteSource{ref: ref.Name}
 	upstream := true
 	repoPath := ref.Name.Context().RepositoryStr()
-	for _, m := range p.opts.Mirrors.For(ref.Name.Context().RegistryStr()) {
+	mirrors := p.opts.Mirrors.For(ref.Name.Context().RegistryStr())
+	for _, m := range mirrors {
+		if m.Server {
+			upstream = false
+		}
+	}
+	for i, m := range mirrors {
 		u, _ := url.Parse(m.URL)
 		opts := []name.Option{name.WeakValidation}
 		insecure := append([]string{}, p.opts.Insecure...)
@@ -583,17 +665,17 @@ func (p *Puller) remote(ref Reference) (source, error) {
 		if err != nil {
 			auth = authn.Anonymous
 		}
-		src.endpoints = append(src.endpoints, &endpoint{repo: repo, auth: auth, base: base(insecure, m.SkipVerify), resolve: m.Resolve || m.Server})
-		if m.Server {
-			upstream = false
-		}
+		another := i < len(mirrors)-1 || upstream
+		src.endpoints = append(src.endpoints, &endpoint{repo: repo, auth: auth, base: base(insecure, m.SkipVerify, another),
+			resolve: m.Resolve || m.Server, policy: p.policy, plainHTTP: plainHTTP(u.Host, insecure)})
 	}
 	if upstream {
 		auth, err := kc.Resolve(ref.Name.Context())
 		if err != nil {
 			return nil, fmt.Errorf("image %s: credentials: %w", ref, err)
 		}
-		src.endpoints = append(src.endpoints, &endpoint{repo: ref.Name.Context(), auth: auth, base: base(p.opts.Insecure, false), resolve: true})
+		src.endpoints = append(src.endpoints, &endpoint{repo: ref.Name.Context(), auth: auth, base: base(p.opts.Insecure, false, false),
+			resolve: true, policy: p.policy, plainHTTP: plainHTTP(ref.Name.Context().RegistryStr(), p.opts.Insecure)})
 	}
 	return src, nil
 }

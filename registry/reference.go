@@ -3,6 +3,7 @@ package registry
 import (
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -54,7 +55,15 @@ func ParseReference(s string, insecure []string) (Reference, error) {
 	if s == "" {
 		return Reference{}, fmt.Errorf("empty image reference")
 	}
+	// A scheme other than docker:// would otherwise reach
+	// go-containerregistry as a host name ("foo://bar" dials foo).
+	if scheme, _, ok := strings.Cut(s, "://"); ok {
+		return Reference{}, fmt.Errorf("image reference %q: unknown transport %q; use docker://, oci:, oci-archive: or docker-archive: (registries are named without a scheme; --insecure-registry allows plain HTTP)", s, scheme)
+	}
 	ref, err := name.ParseReference(s, name.WeakValidation)
+	if err == nil {
+		err = checkRepository(ref.Context().RepositoryStr())
+	}
 	if err == nil && plainHTTP(ref.Context().RegistryStr(), insecure) {
 		ref, err = name.ParseReference(s, name.WeakValidation, name.Insecure)
 	}
@@ -62,6 +71,26 @@ func ParseReference(s string, insecure []string) (Reference, error) {
 		return Reference{}, fmt.Errorf("image reference %q: %w", s, err)
 	}
 	return Reference{Transport: Docker, Name: ref}, nil
+}
+
+// pathComponent is one component of a repository path in Docker's
+// reference grammar (distribution/reference): lowercase letters and digits,
+// separated by one '.' or '_', "__", or dashes.
+var pathComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
+
+// checkRepository applies Docker's grammar to each path component, which
+// go-containerregistry does not: it accepts "." and "..", and a repository
+// of "../../etc/passwd" then reaches URLs and file names.
+func checkRepository(repo string) error {
+	for _, c := range strings.Split(repo, "/") {
+		switch {
+		case c == "." || c == "..":
+			return fmt.Errorf("repository %q: path segment %q is not allowed", repo, c)
+		case !pathComponent.MatchString(c):
+			return fmt.Errorf("repository %q: component %q is not lowercase letters and digits separated by '.', '_', '__' or '-'", repo, c)
+		}
+	}
+	return nil
 }
 
 // String gives the reference back in canonical form: registry references

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -41,9 +42,41 @@ func TestParseReference(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"", "UPPER/x", "oci:", "app:tag:extra@sha256:zz"} {
-		if _, err := ParseReference(bad, nil); err == nil {
-			t.Errorf("ParseReference(%q) succeeded", bad)
+}
+
+// TestParseReferenceRefuses: each bad reference is refused with a message
+// saying what is wrong, and nothing is dialled (parsing never is).
+func TestParseReferenceRefuses(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", "empty image reference"},
+		{"UPPER/x", "image reference"},
+		{"oci:", "no path after oci:"},
+		{"app:tag:extra@sha256:zz", "image reference"},
+		{"127.0.0.1:1/../../etc/passwd:x", `path segment ".." is not allowed`},
+		{"127.0.0.1:1/app/../../x", `path segment ".." is not allowed`},
+		{"ghcr.io/./app:1", `path segment "." is not allowed`},
+		{"docker://ghcr.io/o/../app", `path segment ".." is not allowed`},
+		{"ghcr.io/o/.hidden:1", `component ".hidden"`},
+		{"ghcr.io/o/a..b:1", `component "a..b"`},
+		{"ghcr.io/o/-a:1", `component "-a"`},
+		{"foo://bar", `unknown transport "foo"`},
+		{"https://ghcr.io/o/app:1", `unknown transport "https"`},
+		{"docker://http://ghcr.io/o/app", `unknown transport "http"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			r, err := ParseReference(tc.in, nil)
+			if err == nil {
+				t.Fatalf("accepted as %s", r)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q lacks %q", err, tc.want)
+			}
+		})
+	}
+	for _, good := range []string{"a__b/c-d.e_f:1", "ghcr.io/o/a--b:1", "x/y.z/w"} {
+		if _, err := ParseReference(good, nil); err != nil {
+			t.Errorf("ParseReference(%q): %v", good, err)
 		}
 	}
 }

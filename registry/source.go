@@ -11,19 +11,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
-	"net/url"
 	"os"
 	"path"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -43,157 +37,6 @@ type namer interface {
 	name() (repository, tag string)
 }
 
-// remoteSource reads from a registry, or from its mirrors first. It
-// authenticates once per endpoint and reuses the transport for every
-// request; blobs are fetched with plain GETs so that the blob store's hash is
-// the only one computed over them (go-containerregistry's layer readers
-// verify the digest as well, which would hash every byte twice).
-type remoteSource struct {
-	ref       name.Reference
-	endpoints []*endpoint // mirrors in order, then the registry
-	chosen    *endpoint   // the endpoint that answered for the manifest
-}
-
-type endpoint struct {
-	repo    name.Repository
-	auth    authn.Authenticator
-	base    http.RoundTripper
-	resolve bool // may resolve tags
-
-	mu     sync.Mutex
-	authed http.RoundTripper
-}
-
-func (e *endpoint) transport(ctx context.Context) (http.RoundTripper, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.authed != nil {
-		return e.authed, nil
-	}
-	t, err := transport.NewWithContext(ctx, e.repo.Registry, e.auth, e.base, []string{e.repo.Scope(transport.PullScope)})
-	if err != nil {
-		return nil, err
-	}
-	e.authed = t
-	return t, nil
-}
-
-func (e *endpoint) manifest(ctx context.Context, ref string) (v1.Descriptor, []byte, error) {
-	t, err := e.transport(ctx)
-	if err != nil {
-		return v1.Descriptor{}, nil, err
-	}
-	var r name.Reference
-	if strings.HasPrefix(ref, "sha256:") {
-		r = e.repo.Digest(ref)
-	} else {
-		r = e.repo.Tag(ref)
-	}
-	d, err := remote.Get(r, remote.WithTransport(t), remote.WithContext(ctx))
-	if err != nil {
-		return v1.Descriptor{}, nil, err
-	}
-	return d.Descriptor, d.Manifest, nil
-}
-
-func (e *endpoint) blob(ctx context.Context, d v1.Descriptor) (io.ReadCloser, error) {
-	t, err := e.transport(ctx)
-	if err != nil {
-		return nil, err
-	}
-	u := url.URL{Scheme: e.repo.Scheme(), Host: e.repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/blobs/%s", e.repo.RepositoryStr(), d.Digest)}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := (&http.Client{Transport: t}).Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if err := transport.CheckError(resp, http.StatusOK); err != nil {
-		resp.Body.Close()
-		return nil, err
-	}
-	return resp.Body, nil
-}
-
-func (s *remoteSource) identifier() string {
-	if d, ok := s.ref.(name.Digest); ok {
-		return d.DigestStr()
-	}
-	return s.ref.Identifier()
-}
-
-// root asks each endpoint in turn; the first to answer serves the rest of
-// the pull. Mirrors that may not resolve tags are skipped for tags.
-func (s *remoteSource) root(ctx context.Context) (v1.Descriptor, []byte, error) {
-	id := s.identifier()
-	var errs []error
-	for _, e := range s.endpoints {
-		if !e.resolve && !strings.HasPrefix(id, "sha256:") {
-			continue
-		}
-		d, raw, err := e.manifest(ctx, id)
-		if err == nil {
-			s.chosen = e
-			return d, raw, nil
-		}
-		if ctx.Err() != nil {
-			return v1.Descriptor{}, nil, err
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", e.repo.RegistryStr(), err))
-	}
-	if len(errs) == 1 {
-		return v1.Descriptor{}, nil, errors.Unwrap(errs[0])
-	}
-	return v1.Descriptor{}, nil, errors.Join(errs...)
-}
-
-// order is the endpoints to fetch content from: the one that served the
-// manifest first.
-func (s *remoteSource) order() []*endpoint {
-	if s.chosen == nil {
-		return s.endpoints
-	}
-	out := []*endpoint{s.chosen}
-	for _, e := range s.endpoints {
-		if e != s.chosen {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func (s *remoteSource) blob(ctx context.Context, d v1.Descriptor) (io.ReadCloser, error) {
-	var first error
-	for _, e := range s.order() {
-		var rc io.ReadCloser
-		var err error
-		if isManifest(d.MediaType) {
-			var raw []byte
-			if _, raw, err = e.manifest(ctx, d.Digest.String()); err == nil {
-				rc = io.NopCloser(bytes.NewReader(raw))
-			}
-		} else {
-			rc, err = e.blob(ctx, d)
-		}
-		if err == nil {
-			return rc, nil
-		}
-		if first == nil {
-			first = err
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, first
-}
-
-func (s *remoteSource) close() error { return nil }
-
-func isManifest(mt types.MediaType) bool { return mt.IsImage() || mt.IsIndex() || mt.IsSchema1() }
-
 // layoutSource reads an OCI image layout, from a directory or a tar.
 type layoutSource struct {
 	fsys    fs.FS
@@ -206,7 +49,7 @@ type layoutSource struct {
 const refNameAnnotation = "org.opencontainers.image.ref.name"
 
 func (s *layoutSource) root(ctx context.Context) (v1.Descriptor, []byte, error) {
-	raw, err := fs.ReadFile(s.fsys, "index.json")
+	raw, err := readSmall(s.fsys, "index.json")
 	if err != nil {
 		return v1.Descriptor{}, nil, fmt.Errorf("%s: not an OCI image layout: %w", s.label, err)
 	}
@@ -256,12 +99,37 @@ func (s *layoutSource) name() (string, string) {
 }
 
 func (s *layoutSource) read(d v1.Descriptor) ([]byte, error) {
+	if err := checkDeclared(d, "manifest"); err != nil {
+		return nil, fmt.Errorf("%s: manifest %s: %w", s.label, d.Digest, err)
+	}
 	rc, err := s.blob(context.Background(), d)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	return io.ReadAll(io.LimitReader(rc, 64<<20))
+	b, err := io.ReadAll(&sizedReader{r: rc, size: d.Size})
+	if err != nil {
+		return nil, fmt.Errorf("%s: manifest %s: %w", s.label, d.Digest, err)
+	}
+	return b, nil
+}
+
+// readSmall reads a layout's or archive's own JSON file, up to
+// MaxManifestSize.
+func readSmall(fsys fs.FS, name string) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxManifestSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxManifestSize {
+		return nil, fmt.Errorf("%s is larger than %s", name, sizeString(MaxManifestSize))
+	}
+	return b, nil
 }
 
 func (s *layoutSource) blob(_ context.Context, d v1.Descriptor) (io.ReadCloser, error) {
@@ -385,7 +253,7 @@ type dockerManifestEntry struct {
 }
 
 func (s *dockerArchiveSource) root(ctx context.Context) (v1.Descriptor, []byte, error) {
-	raw, err := fs.ReadFile(s.fsys, "manifest.json")
+	raw, err := readSmall(s.fsys, "manifest.json")
 	if err != nil {
 		return v1.Descriptor{}, nil, fmt.Errorf("%s: not a docker save archive: %w", s.label, err)
 	}

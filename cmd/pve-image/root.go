@@ -1,12 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -43,20 +45,32 @@ func fullVersion() string {
 
 // app holds the global flags and what is built from them.
 type app struct {
-	cacheDir string
-	platform string
-	insecure []string
-	creds    string
-	debug    bool
-	mirrors  []string
-	hostsDir string
+	cacheDir      string
+	platform      string
+	insecure      []string
+	creds         string
+	credsFile     string
+	username      string
+	passwordStdin bool
+	retries       int
+	stallTimeout  time.Duration
+	offline       bool
+	debug         bool
+	mirrors       []string
+	hostsDir      string
 
+	credsRead            bool
+	credsUser, credsPass string
+	credsErr             error
+
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	log            *slog.Logger
+	getenv         func(string) string
 }
 
 func newRootCommand() *cobra.Command {
-	a := &app{stdout: os.Stdout, stderr: os.Stderr}
+	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
 	root := &cobra.Command{
 		Use:   "pve-image",
 		Short: "Turn OCI and Docker images into Proxmox VE container templates",
@@ -91,7 +105,13 @@ Images are named as skopeo names them:
 	f.StringVar(&a.cacheDir, "cache-dir", defaultCache, "cache directory (env PVE_IMAGE_CACHE_DIR)")
 	f.StringVar(&a.platform, "platform", registry.PlatformString(registry.HostPlatform()), "platform to select from multi-platform images, os/arch[/variant]")
 	f.StringArrayVar(&a.insecure, "insecure-registry", nil, "registry HOST[:PORT] to reach over plain HTTP (repeatable; localhost and 127.0.0.0/8 always are)")
-	f.StringVar(&a.creds, "creds", "", "USER:PASS for the image's registry (default: Docker's config.json and credential helpers)")
+	f.StringVar(&a.creds, "creds", "", "USER:PASS for the image's registry (default: env PVE_IMAGE_CREDS, then Docker's config.json and credential helpers); visible to every local user in the process list, prefer --creds-file, PVE_IMAGE_CREDS or --password-stdin")
+	f.StringVar(&a.credsFile, "creds-file", "", "file holding USER:PASS for the image's registry (one line)")
+	f.StringVar(&a.username, "username", "", "user name for --password-stdin")
+	f.BoolVar(&a.passwordStdin, "password-stdin", false, "read the password for --username from stdin")
+	f.IntVar(&a.retries, "retries", registry.DefaultRetries, "how many times to retry a registry request that failed in a passing way (dropped, refused, 408, 429, 5xx, stalled) and to resume an interrupted download; 0 for none")
+	f.DurationVar(&a.stallTimeout, "stall-timeout", registry.DefaultStallTimeout, "fail (and retry) a registry request when no data arrives for this long")
+	f.BoolVar(&a.offline, "offline", false, "use only the cache: tags resolve to the digest they last resolved to, and nothing is fetched")
 	f.BoolVar(&a.debug, "debug", false, "log what is being done to stderr")
 	f.StringArrayVar(&a.mirrors, "registry-mirror", nil, "HOST=URL: pull HOST's images from the mirror at URL first, e.g. docker.io=http://127.0.0.1:5000 (repeatable; _default for every registry)")
 	f.StringVar(&a.hostsDir, "registry-config", "", "directory of containerd-style DIR/<host>/hosts.toml mirror files (server, [host.\"URL\"] capabilities and skip_verify)")
@@ -106,24 +126,111 @@ func (a *app) openCache() (*cache.Cache, error) {
 }
 
 // puller builds a Puller from the global flags.
-func (a *app) puller(c *cache.Cache, progress registry.Progress) (*registry.Puller, error) {
-	p, err := registry.ParsePlatform(a.platform)
+func (a *app) puller(c registry.BlobStore, progress registry.Progress) (*registry.Puller, error) {
+	opts, err := a.registryOptions(progress)
 	if err != nil {
 		return nil, err
+	}
+	return registry.NewPuller(c, opts), nil
+}
+
+// registryOptions are the global flags' registry settings: platform,
+// plain-HTTP registries, mirrors, credentials, retries, stall timeout,
+// offline.
+func (a *app) registryOptions(progress registry.Progress) (registry.Options, error) {
+	p, err := registry.ParsePlatform(a.platform)
+	if err != nil {
+		return registry.Options{}, err
 	}
 	mirrors, err := a.registryMirrors()
 	if err != nil {
-		return nil, err
+		return registry.Options{}, err
 	}
-	opts := registry.Options{Platform: p, Insecure: a.insecure, Version: version, Progress: progress, Mirrors: mirrors}
+	if a.retries < 0 {
+		return registry.Options{}, fmt.Errorf("--retries %d: want 0 or more", a.retries)
+	}
+	if a.stallTimeout <= 0 {
+		return registry.Options{}, fmt.Errorf("--stall-timeout %s: want a positive duration", a.stallTimeout)
+	}
+	opts := registry.Options{Platform: p, Insecure: a.insecure, Version: version, Progress: progress, Mirrors: mirrors,
+		Retries: a.retries, StallTimeout: a.stallTimeout, Offline: a.offline, Log: a.log}
+	if a.retries == 0 {
+		opts.Retries = -1 // the flag's 0 is none; Options' 0 is the default
+	}
+	if opts.Username, opts.Password, err = a.credentials(); err != nil {
+		return registry.Options{}, err
+	}
+	return opts, nil
+}
+
+// credentials finds USER:PASS for the image's registry in exactly one of
+// --creds, --creds-file, --username with --password-stdin, or else
+// PVE_IMAGE_CREDS; none gives "", "" (Docker's config.json then answers).
+func (a *app) credentials() (user, pass string, err error) {
+	// stdin can be read once; every Puller of the command gets the same.
+	if !a.credsRead {
+		a.credsUser, a.credsPass, a.credsErr = a.readCredentials()
+		a.credsRead = true
+	}
+	return a.credsUser, a.credsPass, a.credsErr
+}
+
+func (a *app) readCredentials() (user, pass string, err error) {
+	var given []string
 	if a.creds != "" {
-		u, pw, ok := strings.Cut(a.creds, ":")
-		if !ok || u == "" {
-			return nil, fmt.Errorf("--creds: want USER:PASS")
-		}
-		opts.Username, opts.Password = u, pw
+		given = append(given, "--creds")
 	}
-	return registry.NewPuller(c, opts), nil
+	if a.credsFile != "" {
+		given = append(given, "--creds-file")
+	}
+	if a.passwordStdin {
+		given = append(given, "--password-stdin")
+	}
+	switch {
+	case len(given) > 1:
+		return "", "", fmt.Errorf("%s: give credentials one way only", strings.Join(given, " and "))
+	case a.username != "" && !a.passwordStdin:
+		return "", "", errors.New("--username goes with --password-stdin (or use --creds-file FILE holding USER:PASS)")
+	case a.passwordStdin && a.username == "":
+		return "", "", errors.New("--password-stdin needs --username")
+	case a.passwordStdin:
+		b, err := io.ReadAll(io.LimitReader(a.stdin, 64<<10))
+		if err != nil {
+			return "", "", fmt.Errorf("--password-stdin: %w", err)
+		}
+		pw := strings.TrimRight(string(b), "\r\n")
+		if pw == "" {
+			return "", "", errors.New("--password-stdin: no password on stdin")
+		}
+		return a.username, pw, nil
+	case a.creds != "":
+		a.log.Warn("--creds is visible to every local user in the process list; prefer --creds-file, PVE_IMAGE_CREDS or --password-stdin")
+		return parseCreds(a.creds, "--creds")
+	case a.credsFile != "":
+		b, err := os.ReadFile(a.credsFile)
+		if err != nil {
+			return "", "", fmt.Errorf("--creds-file: %w", err)
+		}
+		if fi, err := os.Stat(a.credsFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			a.log.Warn("the credentials file is readable by other users; chmod 600 it", "file", a.credsFile, "mode", fi.Mode().Perm())
+		}
+		line := strings.TrimRight(string(b), "\r\n")
+		if strings.ContainsAny(line, "\r\n") {
+			return "", "", fmt.Errorf("--creds-file %s: want one line, USER:PASS", a.credsFile)
+		}
+		return parseCreds(line, "--creds-file "+a.credsFile)
+	case a.getenv("PVE_IMAGE_CREDS") != "":
+		return parseCreds(a.getenv("PVE_IMAGE_CREDS"), "PVE_IMAGE_CREDS")
+	}
+	return "", "", nil
+}
+
+func parseCreds(s, source string) (string, string, error) {
+	u, pw, ok := strings.Cut(s, ":")
+	if !ok || u == "" {
+		return "", "", fmt.Errorf("%s: want USER:PASS", source)
+	}
+	return u, pw, nil
 }
 
 // registryMirrors merges --registry-config and --registry-mirror, flags
