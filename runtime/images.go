@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -136,11 +137,18 @@ func grpcError(err error) error {
 		return err
 	}
 	var te *transport.Error
+	var stall *registry.StallError
+	var gaveUp *registry.GaveUpError
+	var netErr net.Error
 	switch {
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.As(err, &stall), (errors.As(err, &netErr) || errors.As(err, &gaveUp)) && !errors.As(err, &te):
+		// A registry that stalls or cannot be reached is unavailable to
+		// kubelet as a 503 is.
+		return status.Error(codes.Unknown, "RegistryUnavailable: "+err.Error())
 	case errors.As(err, &te):
 		switch te.StatusCode {
 		case http.StatusUnauthorized:
