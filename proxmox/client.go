@@ -6,11 +6,15 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 
 	gp "github.com/luthermonson/go-proxmox"
 )
@@ -69,15 +73,6 @@ func (v Version) parse() (int, int) {
 	return n[0], n[1]
 }
 
-// Errors callers may test for.
-var (
-	ErrAuth       = errors.New("Proxmox refused the credentials")
-	ErrPermission = errors.New("Proxmox denied permission")
-	ErrNotFound   = errors.New("not found on Proxmox")
-	// ErrFingerprint is a server certificate that is not the pinned one.
-	ErrFingerprint = errors.New("server certificate refused")
-)
-
 // Dial connects, authenticates and reads /version. With a fingerprint, a
 // server presenting another certificate is refused during the handshake,
 // before any credential leaves.
@@ -85,12 +80,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("no Proxmox URL (--pve-url, PVE_URL or a context in the config file)")
 	}
-	base := strings.TrimRight(cfg.URL, "/")
-	if !strings.HasSuffix(base, "/api2/json") {
-		base += "/api2/json"
-	}
-	if !strings.HasPrefix(base, "https://") && !strings.HasPrefix(base, "http://") {
-		base = "https://" + base
+	base, err := apiBase(cfg.URL)
+	if err != nil {
+		return nil, err
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	switch {
@@ -118,7 +110,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsCfg
 	tokenAuth := cfg.Token != ""
-	hc := &http.Client{Transport: &statusErrors{next: tr, token: tokenAuth}}
+	hc := &http.Client{Transport: &transport{next: tr, token: tokenAuth, attempts: getAttempts, delay: retryDelay}}
 	opts := []gp.Option{gp.WithHTTPClient(hc), gp.WithUserAgent(cfg.UserAgent)}
 	switch {
 	case tokenAuth:
@@ -134,9 +126,66 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, base: base, http: hc, api: gp.NewClient(base, opts...)}
 	if err := c.get(ctx, "/version", &c.version); err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", cfg.URL, err)
+		return nil, fmt.Errorf("connect to %s: %w", cfg.URL, connectHint(err))
 	}
 	return c, nil
+}
+
+// apiBase is the API's base URL, https://host:port/api2/json, from what the
+// user gave: https://host:8006, host:8006, with or without /api2/json.
+func apiBase(raw string) (string, error) {
+	base := strings.TrimRight(strings.TrimSpace(raw), "/")
+	if !strings.Contains(base, "://") {
+		base = "https://" + base
+	}
+	u, err := url.Parse(base)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("Proxmox URL %q: %w; want https://HOST:8006", raw, err)
+	case u.Scheme == "http":
+		// pveproxy answers plain HTTP with a redirect to https, which
+		// would carry the credentials across the network in clear text
+		// first; against anything else it fails obscurely.
+		return "", fmt.Errorf("Proxmox URL %q: Proxmox's API is HTTPS only, on port 8006: give https://%s", raw, hostWithPort(u.Host))
+	case u.Scheme != "https":
+		return "", fmt.Errorf("Proxmox URL %q: want https://HOST:8006", raw)
+	case u.Host == "":
+		return "", fmt.Errorf("Proxmox URL %q: no host; want https://HOST:8006", raw)
+	}
+	if !strings.HasSuffix(base, "/api2/json") {
+		base += "/api2/json"
+	}
+	return base, nil
+}
+
+// hostWithPort is host with Proxmox's API port unless it names one.
+func hostWithPort(host string) string {
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), "8006")
+}
+
+// connectHint adds to the first call's failure what the user can do about
+// it: pin a self-signed certificate, or fix a URL that is not Proxmox's API.
+func connectHint(err error) error {
+	var (
+		cve    *tls.CertificateVerificationError
+		syntax *json.SyntaxError
+	)
+	switch {
+	case errors.As(err, &cve) && len(cve.UnverifiedCertificates) > 0:
+		sum := sha256.Sum256(cve.UnverifiedCertificates[0].Raw)
+		return fmt.Errorf("%w\n  This machine does not trust the server's certificate; Proxmox nodes serve a self-signed one unless given another. "+
+			"Pin it with --pve-fingerprint (or PVE_FINGERPRINT, or fingerprint: in the config context). On the node, "+
+			"`pvenode cert info --output-format json` prints it: the fingerprint of pveproxy-ssl.pem if it is listed, else of pve-ssl.pem. "+
+			"This server presented %s: pin it only if it is the one the node prints.", err, FormatFingerprint(sum[:]))
+	case errors.As(err, &syntax):
+		return fmt.Errorf("%w\n  The server does not answer like the Proxmox API: the URL should be https://HOST:8006", err)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w\n  Nothing accepts connections there: Proxmox's API listens on port 8006 (https://HOST:8006)", err)
+	}
+	return err
 }
 
 // splitToken splits USER@REALM!TOKENID=SECRET at the last "=", as Proxmox's
@@ -188,76 +237,22 @@ func (c *Client) Principal() string {
 // even root's, may not (proxmox.md §5, check_ct_modify_config_perm).
 func (c *Client) MayBindMount() bool { return c.cfg.Token == "" && c.cfg.User == "root@pam" }
 
-// statusErrors keeps what go-proxmox would lose: a 403's status line names
-// the missing privilege, and a refused token deserves a message about the
-// token. Ticket sessions' 401s pass through, since go-proxmox renews the
-// ticket on them.
-type statusErrors struct {
-	next  http.RoundTripper
-	token bool
-}
-
-func (s *statusErrors) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := s.next.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case resp.StatusCode == http.StatusForbidden:
-		resp.Body.Close()
-		return nil, fmt.Errorf("%w: %s (%s %s): %s", ErrPermission, reason(resp), req.Method, apiPath(req), privilegeHint(reason(resp)))
-	case resp.StatusCode == http.StatusUnauthorized && s.token:
-		resp.Body.Close()
-		return nil, fmt.Errorf("%w: the API token was not accepted (%s); check that the token exists, is not expired, and is given as USER@REALM!TOKENID=SECRET", ErrAuth, reason(resp))
-	}
-	return resp, nil
-}
-
-// reason is the status line's text: Proxmox puts its error message there.
-func reason(resp *http.Response) string {
-	return strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
-}
-
-func apiPath(req *http.Request) string {
-	p := req.URL.Path
-	if i := strings.Index(p, "/api2/json"); i >= 0 {
-		p = p[i+len("/api2/json"):]
-	}
-	return p
-}
-
-// privilegeHint says which privilege is missing, read from Proxmox's
-// "Permission check failed (/path, Privilege)".
-func privilegeHint(r string) string {
-	_, rest, ok := strings.Cut(r, "(")
-	if !ok {
-		return "the token or user lacks a privilege for this call"
-	}
-	path, priv, _ := strings.Cut(strings.TrimSuffix(rest, ")"), ",")
-	priv = strings.TrimSpace(priv)
-	if priv == "" {
-		return "the token or user lacks a privilege on " + path
-	}
-	return fmt.Sprintf("grant %s on %s (pveum acl modify %s --roles <role with %s> --tokens/--users ...)", priv, path, path, priv)
-}
-
-// call wraps go-proxmox's errors with the call made.
+// wrap names the call in go-proxmox's errors. An *APIError from the
+// transport names it already, and comes back bare.
 func (c *Client) wrap(method, path string, err error) error {
 	if err == nil {
 		return nil
 	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		if method != http.MethodGet && ae.Transient() {
+			// The transport tries only GETs again.
+			return fmt.Errorf("%w (not tried again: the %s may have taken effect; check on Proxmox before repeating it)", ae, method)
+		}
+		return ae
+	}
 	if errors.Is(err, gp.ErrNotAuthorized) {
 		return fmt.Errorf("%s %s: %w: user %s: wrong user name or password, or the ticket could not be renewed", method, path, ErrAuth, c.cfg.User)
-	}
-	var ue interface{ Unwrap() error }
-	if errors.As(err, &ue) {
-		// *url.Error: keep the inner message, without the URL's host.
-		if inner := errors.Unwrap(err); inner != nil && (errors.Is(inner, ErrPermission) || errors.Is(inner, ErrAuth)) {
-			return inner
-		}
-	}
-	if strings.Contains(err.Error(), "does not exist") {
-		return fmt.Errorf("%s %s: %w: %v", method, path, ErrNotFound, err)
 	}
 	return fmt.Errorf("%s %s: %w", method, path, err)
 }

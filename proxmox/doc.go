@@ -12,10 +12,21 @@
 //   - tasks: Task.Wait returns nil for failed tasks and calls "WARNINGS: n"
 //     a failure; WaitTask here polls the node named in the UPID and returns
 //     the task's error with the tail of its log (task.go);
-//   - errors: go-proxmox turns 401 and 403 into one ErrNotAuthorized; the
-//     transport here keeps what Proxmox said (which privilege is missing) and
-//     says what to check (client.go).
+//   - errors: go-proxmox reads only 400, 500 and 501 as errors, so a 503 or
+//     pveproxy's "595 Connection refused" (a node it cannot reach) with a
+//     body of {"data":null} passed for an empty success; and it turns 401
+//     and 403 into one ErrNotAuthorized. The transport here makes every
+//     status but 2xx an *APIError with Proxmox's status and message and
+//     what to do about it (which privilege is missing, which node is out
+//     of reach), and tries GETs again on transient failures: broken
+//     connections, 502-504 and 595-597. Nothing else is sent twice by it: a
+//     create whose answer was lost may have happened (transport.go,
+//     errors.go).
 //
 // It also pins self-signed certificates by fingerprint, checked during the
-// TLS handshake, before any credential is sent.
+// TLS handshake, before any credential is sent; an untrusted certificate on
+// the first call is reported with the fingerprint it has and how to read
+// the node's own (pvenode cert info). The API is HTTPS only: an http:// URL
+// is refused before anything is sent, since pveproxy's redirect to https
+// would come after the credentials crossed the network in clear text.
 package proxmox

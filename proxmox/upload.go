@@ -55,7 +55,8 @@ func (c *Client) Upload(ctx context.Context, u UploadRequest) (volid string, err
 		attempts = 4
 	}
 	var upid string
-	for try, delay := 1, time.Second; ; try, delay = try+1, 2*delay {
+	try := 1
+	for delay := time.Second; ; try, delay = try+1, 2*delay {
 		upid, err = c.uploadOnce(ctx, u)
 		if err == nil || !retriable(err) || try >= attempts {
 			break
@@ -67,7 +68,10 @@ func (c *Client) Upload(ctx context.Context, u UploadRequest) (volid string, err
 		}
 	}
 	if err != nil {
-		return "", fmt.Errorf("upload %s to %s on %s: %w", u.Name, u.Storage, u.Node, err)
+		if try > 1 {
+			return "", fmt.Errorf("upload %s to %s on %s (gave up after %d attempts): %w", u.Name, u.Storage, u.Node, try, unwrapURL(err))
+		}
+		return "", fmt.Errorf("upload %s to %s on %s: %w", u.Name, u.Storage, u.Node, unwrapURL(err))
 	}
 	if _, err := c.WaitTask(ctx, upid); err != nil {
 		return "", fmt.Errorf("upload %s to %s on %s: %w", u.Name, u.Storage, u.Node, err)
@@ -114,25 +118,12 @@ func (c *Client) uploadOnce(ctx context.Context, u UploadRequest) (string, error
 		return "", err
 	}
 	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
-		msg := reason(resp)
-		if resp.StatusCode == http.StatusBadRequest && len(bytes.TrimSpace(raw)) == 0 {
-			// pve-http-server answers a multipart body it cannot parse
-			// with an empty 400 (proxmox.md §5).
-			msg += " (Proxmox could not parse the upload)"
-		} else if len(raw) > 0 {
-			var e struct {
-				Errors map[string]string `json:"errors"`
-			}
-			if json.Unmarshal(raw, &e) == nil && len(e.Errors) > 0 {
-				for k, v := range e.Errors {
-					msg += fmt.Sprintf("; %s: %s", k, v)
-				}
-			}
-		}
-		return "", &httpError{Code: resp.StatusCode, Msg: msg}
+		// Only a ticket session's 401 gets here: the transport makes
+		// every other error status an *APIError.
+		return "", newAPIError(req, resp)
 	}
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	var out struct {
 		Data string `json:"data"`
 	}
@@ -141,13 +132,6 @@ func (c *Client) uploadOnce(ctx context.Context, u UploadRequest) (string, error
 	}
 	return out.Data, nil
 }
-
-type httpError struct {
-	Code int
-	Msg  string
-}
-
-func (e *httpError) Error() string { return fmt.Sprintf("%d %s", e.Code, e.Msg) }
 
 // retriable says whether an upload failed on the way (a reset, a closed
 // connection) rather than being refused.
@@ -166,9 +150,10 @@ func retriable(err error) bool {
 		// Refused for good: trying again cannot help.
 		return false
 	}
-	var he *httpError
-	if errors.As(err, &he) {
-		return he.Code == http.StatusBadGateway || he.Code == http.StatusServiceUnavailable || he.Code == http.StatusGatewayTimeout
+	var ae *APIError
+	if errors.As(err, &ae) {
+		// Uploading again is safe: Proxmox overwrites the file.
+		return ae.Transient()
 	}
 	var ne net.Error
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF) ||
@@ -179,6 +164,16 @@ func randomBoundary() string {
 	b := make([]byte, 16)
 	rand.Read(b)
 	return "pve-image-" + hex.EncodeToString(b)
+}
+
+// unwrapURL drops net/http's *url.Error around an *APIError, which names
+// the call already.
+func unwrapURL(err error) error {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return err
 }
 
 type progress struct {

@@ -18,8 +18,11 @@ func TestRetriable(t *testing.T) {
 	}{
 		{syscall.ECONNRESET, true},
 		{&url.Error{Op: "Post", URL: "https://h", Err: io.ErrUnexpectedEOF}, true},
-		{&httpError{Code: 503}, true},
-		{&httpError{Code: 500}, false},
+		{&APIError{Status: 503}, true},
+		{&url.Error{Op: "Post", URL: "https://h", Err: &APIError{Status: 595, Message: "Connection refused"}}, true},
+		{&APIError{Status: 500}, false},
+		{&APIError{Status: 400}, false},
+		{&APIError{Err: syscall.ECONNRESET}, true},
 		{fmt.Errorf("x: %w", ErrAuth), false},
 		{&url.Error{Op: "Post", URL: "https://h", Err: fmt.Errorf("tls: %w", ErrFingerprint)}, false},
 		{&url.Error{Op: "Post", URL: "https://h", Err: x509.UnknownAuthorityError{}}, false},

@@ -2,8 +2,11 @@ package runtime
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -12,8 +15,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -163,39 +168,210 @@ func (s *Server) logCalls(ctx context.Context, req any, info *grpc.UnaryServerIn
 	return resp, err
 }
 
-// Listen opens a listener for an endpoint: unix:///path (a stale socket is
-// removed, the parent directory created, the socket made 0660) or
-// tcp://host:port.
-func Listen(endpoint string) (net.Listener, error) {
+// ListenOptions say how a TCP endpoint is secured. The CRI has no
+// authentication of its own, and whoever can call it runs containers with
+// the daemon's Proxmox credentials: a TCP endpoint off the loopback
+// interface is served only with TLS and client certificates, or when
+// Insecure says to anyway.
+type ListenOptions struct {
+	// CertFile and KeyFile are the server's certificate and key (PEM);
+	// clients must present a certificate that ClientCAFile's CAs signed
+	// (tls.RequireAndVerifyClientCert). All three or none.
+	CertFile, KeyFile, ClientCAFile string
+	// Insecure serves a non-loopback TCP endpoint without TLS, with a
+	// warning in Log.
+	Insecure bool
+	Log      *slog.Logger
+}
+
+func (o ListenOptions) tls() bool { return o.CertFile != "" || o.KeyFile != "" || o.ClientCAFile != "" }
+
+// Listen opens a listener for an endpoint: unix:///path or tcp://host:port.
+// A unix socket replaces only a stale socket, one nobody answers on; the
+// parent directory is created and the socket made 0660. A TCP endpoint is
+// served with TLS when o says so, and off the loopback interface only
+// with TLS or o.Insecure.
+func Listen(endpoint string, o ListenOptions) (net.Listener, error) {
 	u, err := url.Parse(endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("listen %q: %w", endpoint, err)
 	}
 	switch u.Scheme {
 	case "unix":
+		if o.tls() {
+			return nil, fmt.Errorf("listen %s: TLS (--tls-cert, --tls-key, --tls-client-ca) is for tcp:// endpoints; a unix socket is guarded by its file permissions", endpoint)
+		}
 		p := u.Path
 		if p == "" {
 			p = u.Opaque
 		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
-			return nil, err
+		if p == "" {
+			return nil, fmt.Errorf("listen %q: no path; want unix:///path", endpoint)
 		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("remove stale socket %s: %w", p, err)
-		}
-		l, err := net.Listen("unix", p)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.Chmod(p, 0o660); err != nil {
-			l.Close()
-			return nil, err
-		}
-		return l, nil
+		return listenUnix(p)
 	case "tcp":
-		return net.Listen("tcp", u.Host)
+		return listenTCP(endpoint, u.Host, o)
 	}
 	return nil, fmt.Errorf("listen %q: want unix:///path or tcp://host:port", endpoint)
+}
+
+func listenUnix(p string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		return nil, fmt.Errorf("listen unix://%s: %w", p, err)
+	}
+	if err := removeStaleSocket(p); err != nil {
+		return nil, fmt.Errorf("listen unix://%s: %w", p, err)
+	}
+	l, err := net.Listen("unix", p)
+	if err != nil {
+		return nil, fmt.Errorf("listen unix://%s: %w", p, err)
+	}
+	if err := os.Chmod(p, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("listen unix://%s: %w", p, err)
+	}
+	return l, nil
+}
+
+// removeStaleSocket clears the way for a socket at p: nothing there, or a
+// socket left by a daemon that died (connecting is refused), which it
+// removes. Anything else stays, and the error says what it is: a file that
+// is not a socket, or a socket some process serves on (a daemon already
+// running would otherwise lose its socket to this one without a word).
+func removeStaleSocket(p string) error {
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%s is %s, not a socket; it is left alone: remove it yourself if it is not needed, or listen elsewhere", p, fileKind(fi.Mode()))
+	}
+	conn, err := net.DialTimeout("unix", p, 5*time.Second)
+	if err == nil {
+		owner := socketPeer(conn)
+		conn.Close()
+		return fmt.Errorf("another process serves on the socket %s%s (a pve-image cri already running?): stop it first, or listen elsewhere", p, owner)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("cannot tell whether the socket %s is in use (%w); it is left alone: remove it yourself if it is stale", p, err)
+	}
+	// Nobody listens: the socket of a daemon that is gone.
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove stale socket %s: %w", p, err)
+	}
+	return nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch m.Type() {
+	case 0:
+		return "a regular file"
+	case fs.ModeDir:
+		return "a directory"
+	case fs.ModeSymlink:
+		return "a symbolic link"
+	case fs.ModeNamedPipe:
+		return "a named pipe"
+	case fs.ModeDevice, fs.ModeDevice | fs.ModeCharDevice:
+		return "a device"
+	}
+	return "not a socket (" + m.Type().String() + ")"
+}
+
+// socketPeer names the process on the other end of a unix connection
+// (SO_PEERCRED), for the error: " (pid 123: pve-image cri ...)", or "".
+func socketPeer(conn net.Conn) string {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return ""
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ""
+	}
+	var cred *unix.Ucred
+	raw.Control(func(fd uintptr) { cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+	if cred == nil || cred.Pid == 0 {
+		return ""
+	}
+	cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cred.Pid))
+	if c := strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " ")); c != "" {
+		return fmt.Sprintf(" (pid %d: %s)", cred.Pid, c)
+	}
+	return fmt.Sprintf(" (pid %d)", cred.Pid)
+}
+
+func listenTCP(endpoint, hostport string, o ListenOptions) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, fmt.Errorf("listen %q: %w; want tcp://host:port", endpoint, err)
+	}
+	var cfg *tls.Config
+	if o.tls() {
+		if cfg, err = serverTLS(o); err != nil {
+			return nil, fmt.Errorf("listen %s: %w", endpoint, err)
+		}
+	} else if !loopback(host) && !o.Insecure {
+		return nil, fmt.Errorf("listen %s: refusing to serve the CRI off the loopback interface without authentication: "+
+			"whoever reaches the port would run containers with the daemon's Proxmox credentials. Serve TLS with client "+
+			"certificates (--tls-cert, --tls-key, --tls-client-ca), listen on 127.0.0.1 or a unix socket, or accept the "+
+			"risk with --insecure-listen", endpoint)
+	}
+	l, err := net.Listen("tcp", hostport)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", endpoint, err)
+	}
+	if cfg != nil {
+		return tls.NewListener(l, cfg), nil
+	}
+	if !loopback(host) && o.Log != nil {
+		o.Log.Warn("serving the CRI without authentication (--insecure-listen): whoever reaches this address runs containers with the daemon's Proxmox credentials",
+			"listen", endpoint)
+	}
+	return l, nil
+}
+
+// loopback reports whether host, as a listen address, is on the loopback
+// interface only. An empty host or 0.0.0.0 is every interface; a name
+// other than localhost could resolve anywhere.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// serverTLS is the TLS of a TCP endpoint: the server's key pair, and
+// client certificates required and verified against the client CAs.
+func serverTLS(o ListenOptions) (*tls.Config, error) {
+	if o.CertFile == "" || o.KeyFile == "" || o.ClientCAFile == "" {
+		return nil, errors.New("TLS needs all of --tls-cert, --tls-key and --tls-client-ca: without client certificates anyone who reaches the port could use the CRI")
+	}
+	cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert %s, --tls-key %s: %w", o.CertFile, o.KeyFile, err)
+	}
+	pem, err := os.ReadFile(o.ClientCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-client-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--tls-client-ca %s: no PEM certificate in it", o.ClientCAFile)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+		// The gRPC server reads HTTP/2 from the TLS connection; gRPC
+		// clients insist on ALPN's h2.
+		NextProtos: []string{"h2"},
+	}, nil
 }
 
 // Serve runs g on l until ctx ends, then stops gracefully, and hard after

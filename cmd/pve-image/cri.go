@@ -14,11 +14,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/pve-image/pve-image/lxcnode"
 	"github.com/pve-image/pve-image/proxmox"
-	"github.com/pve-image/pve-image/registry"
 	"github.com/pve-image/pve-image/runtime"
 	"github.com/pve-image/pve-image/template"
 )
@@ -27,6 +25,10 @@ import (
 // override it.
 type criConfig struct {
 	Listen          string              `yaml:"listen"`
+	TLSCert         string              `yaml:"tlsCert"`
+	TLSKey          string              `yaml:"tlsKey"`
+	TLSClientCA     string              `yaml:"tlsClientCA"`
+	InsecureListen  bool                `yaml:"insecureListen"`
 	MetricsListen   string              `yaml:"metricsListen"`
 	StateDir        string              `yaml:"stateDir"`
 	TemplateDir     string              `yaml:"templateDir"`
@@ -59,18 +61,24 @@ local Proxmox storage directory, or over the API into --storage); containers
 are Proxmox LXC containers created from them on --node. See the README for
 the KubeletConfiguration and the systemd unit (scripts/systemd).
 
+The CRI has no authentication of its own: a tcp:// --listen off the
+loopback interface is refused unless served over TLS with client
+certificates (--tls-cert, --tls-key, --tls-client-ca) or --insecure-listen
+says to. A unix socket is replaced only when it is stale.
+
 Settings come from flags, then the YAML --config file (same names in
-camelCase; proxmox: holds url, token, fingerprint, node, storage ...).`,
+camelCase, e.g. tlsClientCA; proxmox: holds url, token, fingerprint, node,
+storage ...). Unknown keys in the file are errors.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cfgPath != "" {
 				b, err := os.ReadFile(cfgPath)
 				if err != nil {
-					return err
+					return fmt.Errorf("--config: %w", err)
 				}
 				var file criConfig
-				if err := yaml.Unmarshal(b, &file); err != nil {
-					return fmt.Errorf("config %s: %w", cfgPath, err)
+				if err := decodeYAMLStrict(cfgPath, b, &file); err != nil {
+					return err
 				}
 				mergeCRIConfig(cmd, &c, file, &pf, a)
 			}
@@ -79,7 +87,11 @@ camelCase; proxmox: holds url, token, fingerprint, node, storage ...).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfgPath, "config", "", "YAML config file")
-	f.StringVar(&c.Listen, "listen", "unix:///run/pve-image/cri.sock", "gRPC endpoint: unix:///path or tcp://host:port")
+	f.StringVar(&c.Listen, "listen", "unix:///run/pve-image/cri.sock", "gRPC endpoint: unix:///path or tcp://host:port (off loopback only with --tls-* or --insecure-listen)")
+	f.StringVar(&c.TLSCert, "tls-cert", "", "serve a tcp:// --listen over TLS with this certificate (PEM); needs --tls-key and --tls-client-ca")
+	f.StringVar(&c.TLSKey, "tls-key", "", "the --tls-cert's private key (PEM)")
+	f.StringVar(&c.TLSClientCA, "tls-client-ca", "", "CA certificates (PEM) clients' certificates must be signed by; clients without one are refused")
+	f.BoolVar(&c.InsecureListen, "insecure-listen", false, "serve a tcp:// --listen off loopback without TLS: anyone reaching it controls containers with this daemon's Proxmox credentials")
 	f.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9102)")
 	f.StringVar(&c.StateDir, "state-dir", "", "where pods, containers and images are recorded (default: <cache-dir>/cri)")
 	f.StringVar(&c.TemplateDir, "template-dir", "", "local template directory, e.g. /var/lib/vz/template/cache on a Proxmox node (default: push over the API to --storage)")
@@ -106,6 +118,12 @@ func mergeCRIConfig(cmd *cobra.Command, c *criConfig, file criConfig, pf *pveFla
 		}
 	}
 	set("listen", &c.Listen, file.Listen)
+	set("tls-cert", &c.TLSCert, file.TLSCert)
+	set("tls-key", &c.TLSKey, file.TLSKey)
+	set("tls-client-ca", &c.TLSClientCA, file.TLSClientCA)
+	if !cmd.Flags().Changed("insecure-listen") {
+		c.InsecureListen = file.InsecureListen
+	}
 	set("metrics-listen", &c.MetricsListen, file.MetricsListen)
 	set("state-dir", &c.StateDir, file.StateDir)
 	set("template-dir", &c.TemplateDir, file.TemplateDir)
@@ -149,6 +167,14 @@ func mergeCRIConfig(cmd *cobra.Command, c *criConfig, file criConfig, pf *pveFla
 }
 
 func (a *app) serveCRI(ctx context.Context, c criConfig, pf *pveFlags, cf *convertFlags, grace time.Duration) error {
+	// The endpoint first: a daemon already serving on it must keep it, and
+	// this one must not go on to watch its containers as well.
+	l, err := runtime.Listen(c.Listen, runtime.ListenOptions{CertFile: c.TLSCert, KeyFile: c.TLSKey, ClientCAFile: c.TLSClientCA,
+		Insecure: c.InsecureListen, Log: a.log})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
 	b, err := a.builder(nil)
 	if err != nil {
 		return err
@@ -157,14 +183,14 @@ func (a *app) serveCRI(ctx context.Context, c criConfig, pf *pveFlags, cf *conve
 	if err != nil {
 		return err
 	}
-	plat, err := registry.ParsePlatform(a.platform)
+	// The registry flags (platform, mirrors, retries, stall timeout,
+	// offline) apply to kubelet's pulls; credentials are kubelet's, per
+	// pull.
+	puller, err := a.registryOptions(nil)
 	if err != nil {
 		return err
 	}
-	mirrors, err := a.registryMirrors()
-	if err != nil {
-		return err
-	}
+	puller.Username, puller.Password = "", ""
 	pc, err := pf.resolve()
 	if err != nil {
 		return err
@@ -215,7 +241,7 @@ func (a *app) serveCRI(ctx context.Context, c criConfig, pf *pveFlags, cf *conve
 	}
 	metrics := runtime.NewMetrics()
 	srv, err := runtime.New(runtime.Config{
-		Builder: b, Puller: registry.Options{Platform: plat, Insecure: a.insecure, Mirrors: mirrors, Version: version},
+		Builder: b, Puller: puller,
 		Convert: opts, Store: store, Proxmox: cl, Node: pc.Node, Bridge: c.Bridge, RootfsStorage: c.RootfsStorage,
 		StateDir: c.StateDir, CgroupDriver: c.CgroupDriver, PinnedImages: c.PinnedImages, Version: fullVersion(),
 		PodCIDRs: cidrs, PodGateways: gateways, LXC: lxc, LXCUnavailable: lxcWhy, StreamingAddr: c.StreamingListen,
@@ -225,10 +251,6 @@ func (a *app) serveCRI(ctx context.Context, c criConfig, pf *pveFlags, cf *conve
 		return err
 	}
 	if err := srv.Start(ctx); err != nil {
-		return err
-	}
-	l, err := runtime.Listen(c.Listen)
-	if err != nil {
 		return err
 	}
 	if c.MetricsListen != "" {

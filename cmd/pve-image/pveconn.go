@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -85,8 +90,8 @@ func (f *pveFlags) resolve() (pveContext, error) {
 	switch {
 	case err == nil:
 		var cf pveConfigFile
-		if err := yaml.Unmarshal(b, &cf); err != nil {
-			return pveContext{}, fmt.Errorf("config %s: %w", path, err)
+		if err := decodeYAMLStrict(path, b, &cf); err != nil {
+			return pveContext{}, err
 		}
 		name := pick(f.context, "PVE_CONTEXT")
 		if name == "" {
@@ -140,6 +145,110 @@ func (f *pveFlags) resolve() (pveContext, error) {
 		c.Storage = "local"
 	}
 	return c, nil
+}
+
+// decodeYAMLStrict decodes a config file into v and refuses keys v has no
+// field for: a misspelt key would otherwise be dropped without a word and
+// its setting silently left at the default.
+func decodeYAMLStrict(path string, b []byte, v any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	err := dec.Decode(v)
+	if err == nil || errors.Is(err, io.EOF) { // EOF: an empty file
+		return nil
+	}
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		msgs[i] = unknownKeyMessage(m, reflect.TypeOf(v))
+	}
+	return fmt.Errorf("config %s: %s", path, strings.Join(msgs, "; "))
+}
+
+// yamlUnknownField is yaml.v3's message for a key KnownFields refuses.
+var yamlUnknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type (\S+)$`)
+
+// unknownKeyMessage turns yaml.v3's "field x not found in type main.T"
+// into the key, the keys that are allowed there, and the likely one meant.
+func unknownKeyMessage(msg string, root reflect.Type) string {
+	m := yamlUnknownField.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	known := yamlKeys(root, m[3], map[reflect.Type]bool{})
+	out := fmt.Sprintf("line %s: unknown key %q", m[1], m[2])
+	if best := closest(m[2], known); best != "" {
+		out += fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	if len(known) > 0 {
+		out += "; known keys here: " + strings.Join(known, ", ")
+	}
+	return out
+}
+
+// yamlKeys finds the struct type named name (as reflect prints it) within
+// t and lists its YAML keys.
+func yamlKeys(t reflect.Type, name string, seen map[reflect.Type]bool) []string {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || seen[t] {
+		return nil
+	}
+	seen[t] = true
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if key == "-" || !f.IsExported() {
+			continue
+		}
+		if key == "" {
+			key = strings.ToLower(f.Name)
+		}
+		keys = append(keys, key)
+		if k := yamlKeys(f.Type, name, seen); k != nil {
+			return k
+		}
+	}
+	if t.String() == name {
+		return keys
+	}
+	return nil
+}
+
+// closest is the key within two edits of s, if one is.
+func closest(s string, keys []string) string {
+	best, bestD := "", 3
+	for _, k := range keys {
+		if d := editDistance(strings.ToLower(s), strings.ToLower(k)); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // dial connects to Proxmox with the resolved settings.

@@ -193,6 +193,19 @@
 //     Options.Bridges missing on the host is replaced by a Linux bridge the
 //     simulator creates and removes.
 //
+// # Fault injection
+//
+// For clients' error handling, beside the faults Proxmox's own behaviour
+// gives: FailNextTask (a worker that fails after its partial work),
+// DropNextUpload (a connection reset mid-upload), CorruptNextUpload (a
+// checksum mismatch), FailNextRequests (an error status in the shape
+// Proxmox answers it: pveproxy's 594-599 with no body when it cannot pass a
+// call on to a node or to pvedaemon, AnyEvent::HTTP's statuses; any other
+// status as a handler exception, {"data":null,"message":...}) and
+// ResetNextRequests (a connection reset before any answer, as when a
+// pveproxy worker dies). Request faults apply after authentication, as
+// pveproxy authenticates before it proxies or runs a handler.
+//
 // # Left out
 //
 //   - OCI archives as templates (§4: detected, then refused), registry

@@ -103,6 +103,7 @@ type Server struct {
 	dropNext    int64
 	corruptNext bool
 	failNext    map[string]string
+	faults      []*fault // FailNextRequests, ResetNextRequests
 	pidSeq      uint32
 
 	// hostBridges maps Options.Bridges to Linux bridges (RealLXC);
@@ -500,6 +501,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	who, isUpload, aerr := s.authenticate(r, rel)
 	if aerr != nil {
 		s.fail(w, r, aerr)
+		return
+	}
+	if s.injectFault(w, r, rel) {
 		return
 	}
 	if r.ContentLength > 0 {
