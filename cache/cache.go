@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +22,16 @@ import (
 // Cache is a cache directory.
 type Cache struct {
 	dir string
+	// Log hears about damage found in the cache and repaired; nil means
+	// slog.Default().
+	Log *slog.Logger
+}
+
+func (c *Cache) log() *slog.Logger {
+	if c.Log != nil {
+		return c.Log
+	}
+	return slog.Default()
 }
 
 // DefaultDir is /var/lib/pve-image for root, else $XDG_CACHE_HOME/pve-image
@@ -35,21 +46,29 @@ func DefaultDir() string {
 	return filepath.Join(os.TempDir(), "pve-image")
 }
 
-// Open creates the layout under dir if needed.
+// Open creates the layout under dir if needed, and removes the work files
+// of runs that died (a killed convert's half-written blob or template):
+// every start of pve-image cleans up after the last crash.
 func Open(dir string) (*Cache, error) {
 	for _, d := range []string{"blobs/sha256", "templates", "tmp", "locks"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("cache %s: %w", dir, err)
 		}
 	}
-	return &Cache{dir: dir}, nil
+	c := &Cache{dir: dir}
+	if _, err := RemoveDeadWork(c.TempDir(), nil); err != nil {
+		return nil, fmt.Errorf("cache %s: %w", dir, err)
+	}
+	return c, nil
 }
 
 // Dir is the cache directory.
 func (c *Cache) Dir() string { return c.dir }
 
 // TempDir is where work in progress lives; it is on the cache's filesystem,
-// so renames out of it are atomic.
+// so renames out of it are atomic. Files created here must be locked as
+// CreateWorkFile locks them, or be unlinked at once (as spill files are):
+// anything else is taken for a dead run's leftover.
 func (c *Cache) TempDir() string { return filepath.Join(c.dir, "tmp") }
 
 // BlobPath is where the blob with digest h lives, present or not.
@@ -60,19 +79,38 @@ func (c *Cache) BlobPath(h v1.Hash) string {
 // ErrNotFound is returned for blobs and templates the cache does not hold.
 var ErrNotFound = errors.New("not in cache")
 
-// OpenBlob opens a cached blob and marks it used.
+// lockBlob locks blob h shared and returns the descriptor holding the
+// lock, or an error wrapping ErrNotFound.
+func (c *Cache) lockBlob(h v1.Hash) (int, fileID, unix.Stat_t, error) {
+	fd, id, st, err := lockEntry(c.BlobPath(h), 0, unix.LOCK_SH)
+	if errors.Is(err, fs.ErrNotExist) {
+		return -1, id, st, fmt.Errorf("blob %s: %w", h, ErrNotFound)
+	}
+	if err != nil {
+		return -1, id, st, fmt.Errorf("blob %s: %w", h, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return -1, id, st, fmt.Errorf("blob %s: %s is not a regular file", h, c.BlobPath(h))
+	}
+	return fd, id, st, nil
+}
+
+// OpenBlob opens a cached blob and marks it used. The file is locked
+// shared while it is open, so that no removal takes the blob meanwhile.
+// It is not hashed here: PutBlob checks a blob before it says it is
+// there, and callers read blobs they have put.
 func (c *Cache) OpenBlob(h v1.Hash) (*os.File, error) {
 	if err := checkHash(h); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(c.BlobPath(h))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("blob %s: %w", h, ErrNotFound)
+	fd, _, _, err := c.lockBlob(h)
+	if err != nil {
+		return nil, err
 	}
-	if err == nil {
-		touch(f.Name())
-	}
-	return f, err
+	f := os.NewFile(uintptr(fd), c.BlobPath(h))
+	touch(f.Name())
+	return f, nil
 }
 
 // HasBlob reports whether the blob is cached.
@@ -80,51 +118,143 @@ func (c *Cache) HasBlob(h v1.Hash) bool {
 	if checkHash(h) != nil {
 		return false
 	}
-	_, err := os.Stat(c.BlobPath(h))
-	return err == nil
+	fi, err := os.Lstat(c.BlobPath(h))
+	return err == nil && fi.Mode().IsRegular()
 }
 
-// ReadBlob returns a small cached blob (a manifest or a config).
+// ReadBlob returns a small cached blob (a manifest or a config), checked
+// against its digest: a damaged blob is dropped and reported as a
+// mismatch that also wraps ErrNotFound, so that callers fetch it again.
 func (c *Cache) ReadBlob(h v1.Hash) ([]byte, error) {
-	f, err := c.OpenBlob(h)
+	if err := checkHash(h); err != nil {
+		return nil, err
+	}
+	fd, id, _, err := c.lockBlob(h)
 	if err != nil {
 		return nil, err
 	}
+	f := os.NewFile(uintptr(fd), c.BlobPath(h))
 	defer f.Close()
-	return io.ReadAll(f)
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: %w", h, err)
+	}
+	sum := sha256.Sum256(b)
+	if got := hex.EncodeToString(sum[:]); got != h.Hex {
+		c.log().Warn("cached blob is damaged; dropped", "blob", h, "got", "sha256:"+got)
+		// Still open: the inode cannot be freed and its number reused
+		// by a good copy before the comparison.
+		c.dropBlob(context.Background(), h, id)
+		return nil, fmt.Errorf("blob %s: %w (%w: its file hashed to sha256:%s, dropped)", h, ErrNotFound, ErrDigestMismatch, got)
+	}
+	touch(f.Name())
+	return b, nil
+}
+
+// damagedBlob is a present blob whose bytes do not match its digest.
+type damagedBlob struct {
+	id  fileID
+	got string
+}
+
+// verifiedBlob finds blob h, checks its bytes (unless hold already holds
+// it, checked) and keeps it in hold. ok is false when the blob is absent;
+// a damaged one is returned as bad, not dropped.
+func (c *Cache) verifiedBlob(ctx context.Context, h v1.Hash, hold *Hold) (size int64, ok bool, bad *damagedBlob, err error) {
+	fd, id, st, err := c.lockBlob(h)
+	if errors.Is(err, ErrNotFound) {
+		return 0, false, nil, nil
+	}
+	if err != nil {
+		return 0, false, nil, err
+	}
+	if !hold.has(id) {
+		got, err := hashFD(ctx, fd)
+		if err != nil {
+			unix.Close(fd)
+			return 0, false, nil, fmt.Errorf("blob %s: %w", h, err)
+		}
+		if got != h.Hex {
+			unix.Close(fd)
+			return 0, false, &damagedBlob{id: id, got: got}, nil
+		}
+	}
+	touch(c.BlobPath(h))
+	hold.keep(id, fd)
+	return st.Size, true, nil, nil
+}
+
+// dropBlob removes blob h if it is still the inode id, under the blob's
+// build lock so that no writer renames a good copy in between. The caller
+// keeps id open, so that its number cannot be a new file's.
+func (c *Cache) dropBlob(ctx context.Context, h v1.Hash, id fileID) error {
+	unlock, err := c.Lock(ctx, "blob-"+h.Hex)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return c.dropBlobLocked(h, id)
+}
+
+func (c *Cache) dropBlobLocked(h v1.Hash, id fileID) error {
+	p := c.BlobPath(h)
+	if pid, err := pathID(p); err != nil || pid != id {
+		return nil
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blob %s: %w", h, err)
+	}
+	return nil
 }
 
 // PutBlob stores the content open returns as blob h, hashing it on the way;
 // a mismatch stores nothing and reports both digests. open is called only
-// when the blob is absent, under the blob's lock: concurrent callers for one
-// digest, in any process, wait for the first and then find the blob present,
-// so it is downloaded once.
+// when the blob is absent (or damaged), under the blob's lock: concurrent
+// callers for one digest, in any process, wait for the first and then find
+// the blob present, so it is downloaded once. A blob already present is
+// hashed before PutBlob says so (once per Hold): one whose bytes rotted is
+// dropped and fetched again. The blob is kept in ctx's Hold (WithHold), if
+// any, until the Hold closes.
 func (c *Cache) PutBlob(ctx context.Context, h v1.Hash, open func() (io.ReadCloser, error)) (int64, error) {
 	if err := checkHash(h); err != nil {
 		return 0, err
 	}
-	if fi, err := os.Stat(c.BlobPath(h)); err == nil {
-		return fi.Size(), nil
+	hold := HoldFrom(ctx)
+	if size, ok, bad, err := c.verifiedBlob(ctx, h, hold); ok || err != nil {
+		return size, err
+	} else if bad != nil {
+		c.log().Warn("cached blob is damaged; fetching it again", "blob", h, "got", "sha256:"+bad.got)
 	}
 	unlock, err := c.Lock(ctx, "blob-"+h.Hex)
 	if err != nil {
 		return 0, err
 	}
 	defer unlock()
-	if fi, err := os.Stat(c.BlobPath(h)); err == nil {
-		return fi.Size(), nil
+	size, ok, bad, err := c.verifiedBlob(ctx, h, hold)
+	if ok || err != nil {
+		return size, err
+	}
+	if bad != nil {
+		if err := c.dropBlobLocked(h, bad.id); err != nil {
+			return 0, err
+		}
 	}
 	r, err := open()
 	if err != nil {
 		return 0, fmt.Errorf("blob %s: %w", h, err)
 	}
 	defer r.Close()
-	tmp, err := os.CreateTemp(c.TempDir(), "blob-*")
+	tmp, err := CreateWorkFile(c.TempDir(), "blob-*")
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("blob %s: %w", h, err)
 	}
-	defer os.Remove(tmp.Name())
 	defer tmp.Close()
+	committed := false
+	defer func() {
+		if !committed {
+			os.Remove(tmp.Name())
+		}
+	}()
 	hasher := sha256.New()
 	n, err := io.CopyBuffer(io.MultiWriter(tmp, hasher), ctxReader{ctx, r}, make([]byte, 1<<20))
 	if err == nil {
@@ -136,9 +266,23 @@ func (c *Cache) PutBlob(ctx context.Context, h v1.Hash, open func() (io.ReadClos
 	if got := hex.EncodeToString(hasher.Sum(nil)); got != h.Hex {
 		return n, fmt.Errorf("blob %s: %w: content hashes to sha256:%s", h, ErrDigestMismatch, got)
 	}
-	if err := commitFile(tmp, c.BlobPath(h)); err != nil {
+	// The work file's lock becomes the blob's: it is held from the first
+	// byte written to the caller's last read, with no gap for a removal.
+	fd, err := dupFD(tmp)
+	if err != nil {
 		return n, fmt.Errorf("blob %s: %w", h, err)
 	}
+	if err := commitFile(tmp, c.BlobPath(h)); err != nil {
+		unix.Close(fd)
+		return n, fmt.Errorf("blob %s: %w", h, err)
+	}
+	committed = true
+	id, _, err := fdID(fd)
+	if err != nil {
+		unix.Close(fd)
+		return n, nil
+	}
+	hold.keep(id, fd)
 	return n, nil
 }
 
@@ -200,44 +344,27 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// Lock takes the exclusive lock named key, waiting until it is free or ctx
-// ends. The lock is held by the process (flock), so it ends with it.
-func (c *Cache) Lock(ctx context.Context, key string) (unlock func(), err error) {
-	f, err := os.OpenFile(c.lockPath(key), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", key, err)
-	}
-	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
+// hashFD is the hex SHA-256 of the file open as fd, read with pread so
+// that fd, which may hold a lock, is never wrapped in an *os.File (whose
+// finalizer would close it).
+func hashFD(ctx context.Context, fd int) (string, error) {
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	for off := int64(0); ; {
+		if err := ctx.Err(); err != nil {
+			return "", err
 		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", key, err)
+		n, err := unix.Pread(fd, buf, off)
+		if errors.Is(err, unix.EINTR) {
+			continue
 		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(delay):
+		if err != nil {
+			return "", err
 		}
+		if n == 0 {
+			return hex.EncodeToString(h.Sum(nil)), nil
+		}
+		h.Write(buf[:n])
+		off += int64(n)
 	}
-}
-
-// tryLock takes the lock if it is free.
-func (c *Cache) tryLock(key string) (unlock func(), ok bool) {
-	f, err := os.OpenFile(c.lockPath(key), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, false
-	}
-	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
-		f.Close()
-		return nil, false
-	}
-	return func() { f.Close() }, true
-}
-
-func (c *Cache) lockPath(key string) string {
-	return filepath.Join(c.dir, "locks", key+".lock")
 }

@@ -42,22 +42,22 @@ func (c *Cache) PutTag(ref string, d v1.Hash) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return fmt.Errorf("tag %s: %w", ref, err)
 	}
-	tmp, err := os.CreateTemp(c.TempDir(), "tag-*")
+	// A work file (locked while open), renamed before it is closed: the
+	// next run's cleanup of tmp/ must not take it for a dead run's.
+	tmp, err := CreateWorkFile(c.TempDir(), "tag-*")
 	if err != nil {
 		return fmt.Errorf("tag %s: %w", ref, err)
 	}
-	defer os.Remove(tmp.Name())
+	defer tmp.Close()
 	_, err = tmp.Write(b)
 	if err == nil {
 		err = tmp.Chmod(0o644)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
 	}
 	if err == nil {
 		err = os.Rename(tmp.Name(), dst)
 	}
 	if err != nil {
+		os.Remove(tmp.Name())
 		return fmt.Errorf("tag %s: %w", ref, err)
 	}
 	return nil

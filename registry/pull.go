@@ -346,7 +346,10 @@ func (p *Puller) choose(raw []byte) (v1.Descriptor, error) {
 
 func (p *Puller) manifestBytes(ctx context.Context, src source, d v1.Descriptor) ([]byte, error) {
 	if p.store.HasBlob(d.Digest) {
-		return p.store.ReadBlob(d.Digest)
+		// A blob removed or found damaged since is fetched again.
+		if raw, err := p.store.ReadBlob(d.Digest); err == nil {
+			return raw, nil
+		}
 	}
 	if err := checkDeclared(d, "manifest"); err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", d.Digest, err)

@@ -138,22 +138,39 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 	}
 	s.watches.drop(c.ID)
 	if exists {
-		if err := s.cfg.Proxmox.DestroyContainer(ctx, c.Node, c.VMID, true); err != nil {
-			// A container that was stopping when Proxmox tried to stop it
-			// fails the destroy; it is stopped now.
-			if _, still, serr := s.proxmoxStatus(ctx, c); serr != nil || !still {
-				if serr != nil {
-					return nil, grpcError(err)
-				}
-			} else if err := s.cfg.Proxmox.DestroyContainer(ctx, c.Node, c.VMID, true); err != nil {
-				return nil, grpcError(err)
-			}
+		if err := s.destroy(ctx, c); err != nil {
+			return nil, grpcError(err)
 		}
 	}
 	s.cpu.forget(c.ID)
 	os.Remove(s.cursorPath(c.ID))
 	err = s.state.update(func(st *stateFile) error { delete(st.Containers, c.ID); return nil })
 	return &runtimeapi.RemoveContainerResponse{}, grpcError(err)
+}
+
+// destroy removes c's Proxmox container. A container that is still
+// stopping (its init just ended) fails Proxmox's forced stop ("is not
+// running") for a moment: the destroy is tried again while it exists.
+func (s *Server) destroy(ctx context.Context, c *containerRecord) error {
+	var err error
+	for attempt := 0; attempt < 10; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(300 * time.Millisecond):
+			}
+			if _, exists, serr := s.proxmoxStatus(ctx, c); serr != nil {
+				return err
+			} else if !exists {
+				return nil
+			}
+		}
+		if err = s.cfg.Proxmox.DestroyContainer(ctx, c.Node, c.VMID, true); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // proxmoxStatus asks Proxmox about c's container. Only Proxmox saying it

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/pve-image/pve-image/cache"
 	"github.com/pve-image/pve-image/imgconv/runspec"
 	"github.com/pve-image/pve-image/template"
 )
@@ -61,11 +62,16 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err := checkContainerAsks(c); err != nil {
 		return nil, err
 	}
-	e, err := s.cfg.Builder.Cache.Template(img.CacheKey)
+	// The template's metadata is read under a hold: a RemoveImage or a
+	// prune must not take it away in between.
+	hold := cache.NewHold()
+	e, err := s.cfg.Builder.Cache.LookupTemplate(cache.WithHold(ctx, hold), img.CacheKey)
 	if err != nil {
+		hold.Close()
 		return nil, status.Errorf(codes.FailedPrecondition, "image %s: its template is no longer cached: pull it again", img.ID)
 	}
 	meta, err := template.ReadMeta(e.Dir)
+	hold.Close()
 	if err != nil {
 		return nil, grpcError(err)
 	}

@@ -50,23 +50,32 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest) (st
 	opts.Auth = auth
 	b := *s.cfg.Builder
 	b.Puller = registry.NewPuller(b.Cache, opts)
-	res, err := b.Convert(ctx, ref, s.cfg.Convert)
+	// The result holds its template (and blobs) in the cache until the
+	// image is recorded: a RemoveImage or prune meanwhile, here or in
+	// another process, leaves them alone.
+	var volid string
+	unlock := func() {}
+	defer func() { unlock() }()
+	res, err := b.ConvertThen(ctx, ref, s.cfg.Convert, func(ctx context.Context, res *template.Result) error {
+		name := template.StorageName(res.Entry.File, res.Entry.SHA256)
+		// A removal of another image with this template must not delete
+		// it between the store and the record.
+		unlock()
+		unlock = s.lockTemplate(name)
+		var err error
+		volid, err = s.cfg.Store.Put(ctx, res.Path(), name, res.Entry.SHA256, res.Entry.Size)
+		return err
+	})
 	if err != nil {
 		return "", err
 	}
+	defer res.Close()
 	if res.Hit {
 		s.cfg.Metrics.cacheHits.Inc()
 	} else {
 		s.cfg.Metrics.conversions.Inc()
 	}
 	name := template.StorageName(res.Entry.File, res.Entry.SHA256)
-	// A removal of another image with this template must not delete it
-	// between the store and the record.
-	defer s.lockTemplate(name)()
-	volid, err := s.cfg.Store.Put(ctx, res.Path(), name, res.Entry.SHA256, res.Entry.Size)
-	if err != nil {
-		return "", err
-	}
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}

@@ -3,12 +3,12 @@ package runtime
 import (
 	"bytes"
 	"context"
-	"os"
 	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/pve-image/pve-image/cache"
 	"github.com/pve-image/pve-image/template"
 )
 
@@ -51,7 +51,7 @@ func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageReq
 		}
 	}
 	if gone != nil {
-		s.dropCached(gone)
+		s.dropCached(ctx, gone)
 	}
 	return &runtimeapi.RemoveImageResponse{}, nil
 }
@@ -59,55 +59,61 @@ func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageReq
 // dropCached removes what the conversion cache holds for this image alone:
 // its template and the blobs no remaining image uses. kubelet's image
 // garbage collection removes images to free the disk ImageFsInfo reports,
-// and the cache is on it.
-func (s *Server) dropCached(gone *imageRecord) {
+// and the cache is on it. What a pull (here or in another process) holds
+// meanwhile stays: the cache skips entries in use.
+func (s *Server) dropCached(ctx context.Context, gone *imageRecord) {
 	var rest []string
 	s.state.view(func(st *stateFile) {
 		for _, img := range st.Images {
 			rest = append(rest, img.CacheKey)
 		}
 	})
-	if slices.Contains(rest, gone.CacheKey) {
+	if slices.Contains(rest, gone.CacheKey) || gone.CacheKey == "" {
 		return
 	}
-	// Listing the entries reads them without marking them used, as
-	// Cache.Template would: a removal must not refresh what prune ages.
 	c := s.cfg.Builder.Cache
-	entries, err := c.Templates()
-	if err != nil {
-		s.log.Warn("cached template stays", "key", gone.CacheKey, "err", err)
-		return
-	}
-	dirs := map[string]string{}
-	for _, e := range entries {
-		dirs[e.Key] = e.Dir
-	}
 	needed := map[v1.Hash]bool{}
 	for _, key := range rest {
-		for _, h := range s.cachedBlobs(dirs[key]) {
+		for _, h := range s.cachedBlobs(ctx, key) {
 			needed[h] = true
 		}
 	}
-	blobs := s.cachedBlobs(dirs[gone.CacheKey])
-	if _, err := c.RemoveTemplate(gone.CacheKey); err != nil {
+	// Read before the removal, and released: a lock of our own on the
+	// template would make the cache keep it as in use.
+	blobs := s.cachedBlobs(ctx, gone.CacheKey)
+	if ok, err := c.RemoveTemplate(gone.CacheKey); err != nil {
 		s.log.Warn("cached template stays", "key", gone.CacheKey, "err", err)
+	} else if !ok {
+		s.log.Debug("cached template stays: in use", "key", gone.CacheKey)
 	}
 	for _, h := range blobs {
-		if !needed[h] {
-			if _, err := c.RemoveBlob(h); err != nil {
-				s.log.Warn("cached blob stays", "blob", h, "err", err)
-			}
+		if needed[h] {
+			continue
+		}
+		if ok, err := c.RemoveBlob(h); err != nil {
+			s.log.Warn("cached blob stays", "blob", h, "err", err)
+		} else if !ok {
+			s.log.Debug("cached blob stays: in use", "blob", h)
 		}
 	}
 }
 
-// cachedBlobs lists the blobs a cached template (its directory) was made
-// from: index, manifest, config and layers.
-func (s *Server) cachedBlobs(dir string) []v1.Hash {
-	if dir == "" {
+// cachedBlobs lists the blobs the cached template of key was made from:
+// index, manifest, config and layers. The template is locked while its
+// metadata is read, and looked up without marking it used: a removal must
+// not refresh what prune ages.
+func (s *Server) cachedBlobs(ctx context.Context, key string) []v1.Hash {
+	if key == "" {
 		return nil
 	}
-	m, err := template.ReadMeta(dir)
+	hold := cache.NewHold()
+	defer hold.Close()
+	c := s.cfg.Builder.Cache
+	e, err := c.LookupTemplate(cache.WithHold(ctx, hold), key)
+	if err != nil {
+		return nil
+	}
+	m, err := template.ReadMeta(e.Dir)
 	if err != nil {
 		return nil
 	}
@@ -121,7 +127,7 @@ func (s *Server) cachedBlobs(dir string) []v1.Hash {
 	if err != nil {
 		return out
 	}
-	b, err := os.ReadFile(s.cfg.Builder.Cache.BlobPath(mh))
+	b, err := c.ReadBlob(mh)
 	if err != nil {
 		return out
 	}

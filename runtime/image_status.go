@@ -6,6 +6,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/pve-image/pve-image/cache"
 	"github.com/pve-image/pve-image/template"
 )
 
@@ -26,7 +27,12 @@ func (s *Server) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusReq
 	resp := &runtimeapi.ImageStatusResponse{Image: img.toProto()}
 	if req.GetVerbose() {
 		info := map[string]any{"template": img.Template, "volid": img.Volid}
-		if e, err := s.cfg.Builder.Cache.Template(img.CacheKey); err == nil {
+		// Held while its metadata is read, so that a removal racing this
+		// status cannot take the directory in between; looked up without
+		// marking it used, as a status is no use.
+		hold := cache.NewHold()
+		defer hold.Close()
+		if e, err := s.cfg.Builder.Cache.LookupTemplate(cache.WithHold(ctx, hold), img.CacheKey); err == nil {
 			if m, err := template.ReadMeta(e.Dir); err == nil {
 				info["meta"] = m
 			}

@@ -33,7 +33,10 @@ type DirStore struct {
 	Storage string // the Proxmox storage the directory belongs to
 }
 
-func (d *DirStore) Put(ctx context.Context, path, name, _ string, size int64) (string, error) {
+// Put copies the template, checking its bytes against sha256 on the way
+// (template.CopyFile): a damaged cached template is refused with an error
+// wrapping cache.ErrDigestMismatch, never stored.
+func (d *DirStore) Put(ctx context.Context, path, name, sha256 string, size int64) (string, error) {
 	volid := d.Storage + ":vztmpl/" + name
 	dst := filepath.Join(d.Dir, name)
 	if fi, err := os.Stat(dst); err == nil && fi.Size() == size {
@@ -42,7 +45,7 @@ func (d *DirStore) Put(ctx context.Context, path, name, _ string, size int64) (s
 	if err := os.MkdirAll(d.Dir, 0o755); err != nil {
 		return "", err
 	}
-	if err := template.CopyFile(path, dst); err != nil {
+	if err := template.CopyFile(ctx, path, dst, sha256); err != nil {
 		return "", fmt.Errorf("template store: %w", err)
 	}
 	return volid, nil

@@ -54,10 +54,18 @@ type Result struct {
 	Meta  Meta
 	// Hit is true when the template came from the cache.
 	Hit bool
+
+	hold *cache.Hold // nil when the caller's context brought the Hold
 }
 
 // Path is the template file in the cache.
 func (r *Result) Path() string { return r.Entry.Path() }
+
+// Close releases what the result holds in the cache: its template and the
+// blobs it was resolved and built from, which no prune or removal, in any
+// process, takes until then. The end of the process releases them too,
+// so a command that converts and exits need not close; a daemon must.
+func (r *Result) Close() error { return r.hold.Close() }
 
 // Key derives the cache key: everything that determines the template's
 // bytes. Limits are left out: they decide whether a conversion succeeds,
@@ -92,18 +100,26 @@ func (b *Builder) Key(r *registry.Resolved, opts Options) string {
 
 // Convert returns the template for ref, from the cache when it holds one for
 // the same image and options, otherwise pulling what is missing and
-// converting.
+// converting. Everything it reads from the cache is held (cache.Hold)
+// until the Result is closed; when ctx carries a Hold, that one holds
+// instead, and closing the Result does nothing.
 func (b *Builder) Convert(ctx context.Context, ref registry.Reference, opts Options) (*Result, error) {
-	res, err := b.Puller.Resolve(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Close()
-	return b.ConvertResolved(ctx, res, opts)
+	return b.ConvertThen(ctx, ref, opts, nil)
 }
 
 // ConvertResolved is Convert for an already resolved image.
 func (b *Builder) ConvertResolved(ctx context.Context, res *registry.Resolved, opts Options) (*Result, error) {
+	ctx, own := withHold(ctx)
+	r, err := b.convertResolved(ctx, res, opts)
+	if err != nil {
+		own.Close()
+		return nil, err
+	}
+	r.hold = own
+	return r, nil
+}
+
+func (b *Builder) convertResolved(ctx context.Context, res *registry.Resolved, opts Options) (*Result, error) {
 	if err := opts.Compression.CheckLevel(opts.Level); err != nil {
 		return nil, err
 	}

@@ -26,12 +26,16 @@ import (
 // the template for opts, its metadata answers; otherwise the layers are
 // fetched and flattened without writing anything.
 func (b *Builder) Inspect(ctx context.Context, ref registry.Reference, opts Options) (Meta, error) {
+	// What inspect reads stays in the cache while it reads it.
+	hold := cache.NewHold()
+	defer hold.Close()
+	ctx = cache.WithHold(ctx, hold)
 	res, err := b.Puller.Resolve(ctx, ref)
 	if err != nil {
 		return Meta{}, err
 	}
 	defer res.Close()
-	if e, err := b.Cache.Template(b.Key(res, opts)); err == nil {
+	if e, err := b.Cache.LookupTemplate(ctx, b.Key(res, opts)); err == nil {
 		if m, err := ReadMeta(e.Dir); err == nil {
 			m.Ref = ref.String()
 			return m, nil

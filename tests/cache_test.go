@@ -3,6 +3,9 @@ package tests
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -154,6 +157,45 @@ func TestCacheCommands(t *testing.T) {
 	}
 	c.ok("cache", "verify")
 	c.ok("cache", "prune", "--older-than", "7d")
+}
+
+// TestCacheLsJSON: cache ls --json says what the table says, for
+// programs.
+func TestCacheLsJSON(t *testing.T) {
+	reg := StartRegistry(t, RegistryOptions{})
+	reg.Push(t, "app:1", smallImage(t, "json"))
+	c := newCLI(t)
+	var empty struct {
+		Templates []any `json:"templates"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("cache", "ls", "--json").stdout), &empty); err != nil || empty.Templates == nil || len(empty.Templates) != 0 {
+		t.Errorf("cache ls --json of an empty cache: %+v, %v (want an empty list)", empty, err)
+	}
+	path := c.ok("convert", reg.Host+"/app:1").out()
+	var ls struct {
+		Dir       string `json:"dir"`
+		Templates []struct {
+			File, Path, SHA256, Image, Key string
+			ManifestDigest                 string `json:"manifestDigest"`
+			Size                           int64
+			LastUsed                       time.Time `json:"lastUsed"`
+		} `json:"templates"`
+		Blobs struct{ Count, Size int64 } `json:"blobs"`
+	}
+	out := c.ok("cache", "ls", "--json").stdout
+	if err := json.Unmarshal([]byte(out), &ls); err != nil {
+		t.Fatalf("cache ls --json: %v\n%s", err, out)
+	}
+	body := readFile(t, path)
+	sum := sha256.Sum256([]byte(body))
+	if ls.Dir != c.cache || len(ls.Templates) != 1 || ls.Blobs.Count != 5 || ls.Blobs.Size == 0 {
+		t.Fatalf("cache ls --json:\n%s", out)
+	}
+	tp := ls.Templates[0]
+	if tp.Path != path || tp.File != filepath.Base(path) || tp.Size != int64(len(body)) || tp.SHA256 != hex.EncodeToString(sum[:]) ||
+		tp.Image != reg.Host+"/app" || !strings.HasPrefix(tp.ManifestDigest, "sha256:") || len(tp.Key) != 64 || tp.LastUsed.IsZero() {
+		t.Errorf("cache ls --json template: %+v", tp)
+	}
 }
 
 // TestPullProgressAndDigest: pull prints the manifest digest on stdout and,

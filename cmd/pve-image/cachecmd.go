@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -18,8 +20,9 @@ func (a *app) cacheCommand() *cobra.Command {
 		Use:   "cache",
 		Short: "List, prune and verify the cache",
 	}
-	cmd.AddCommand(&cobra.Command{
-		Use:   "ls",
+	var asJSON bool
+	ls := &cobra.Command{
+		Use:   "ls [--json]",
 		Short: "List cached templates and blob totals",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -32,29 +35,41 @@ func (a *app) cacheCommand() *cobra.Command {
 				return err
 			}
 			slices.SortFunc(entries, func(x, y cache.Entry) int { return y.LastUsed.Compare(x.LastUsed) })
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TEMPLATE\tSIZE\tIMAGE\tMANIFEST\tLAST USED\tKEY")
-			for _, e := range entries {
-				m, _ := template.ReadMeta(e.Dir)
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.File, humanBytes(e.Size), m.Repository, shortDigest(m.ManifestDigest),
-					e.LastUsed.Format(time.DateTime), e.Key[:12])
-			}
-			tw.Flush()
 			items, err := c.Items()
 			if err != nil {
 				return err
 			}
-			var blobs, bytes int64
+			var blobs cacheBlobs
 			for _, it := range items {
 				if it.Kind == "blob" {
-					blobs++
-					bytes += it.Size
+					blobs.Count++
+					blobs.Size += it.Size
 				}
 			}
-			fmt.Fprintf(a.stdout, "%d template(s); %d blob(s), %s; in %s\n", len(entries), blobs, humanBytes(bytes), c.Dir())
+			rows := make([]cachedTemplate, 0, len(entries))
+			for _, e := range entries {
+				m, _ := template.ReadMeta(e.Dir)
+				rows = append(rows, cachedTemplate{File: e.File, Path: e.Path(), Size: e.Size, SHA256: e.SHA256, Image: m.Repository,
+					Manifest: m.ManifestDigest, Platform: m.Platform, Created: e.Created, LastUsed: e.LastUsed, Key: e.Key})
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(cacheListing{Dir: c.Dir(), Templates: rows, Blobs: blobs})
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TEMPLATE\tSIZE\tIMAGE\tMANIFEST\tLAST USED\tKEY")
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.File, humanBytes(r.Size), r.Image, shortDigest(r.Manifest),
+					r.LastUsed.Format(time.DateTime), r.Key[:12])
+			}
+			tw.Flush()
+			fmt.Fprintf(a.stdout, "%d template(s); %d blob(s), %s; in %s\n", len(rows), blobs.Count, humanBytes(blobs.Size), c.Dir())
 			return nil
 		},
-	})
+	}
+	ls.Flags().BoolVar(&asJSON, "json", false, "print JSON: the directory, each template, and the blob count and size")
+	cmd.AddCommand(ls)
 
 	var olderThan, maxSize string
 	prune := &cobra.Command{
@@ -99,31 +114,95 @@ flags, only work files left by interrupted runs are removed.`,
 	prune.Flags().StringVar(&maxSize, "max-size", "", "then shrink the cache to this size, least recently used first (e.g. 20G)")
 	cmd.AddCommand(prune)
 
-	cmd.AddCommand(&cobra.Command{
-		Use:   "verify",
+	var fix bool
+	verify := &cobra.Command{
+		Use:   "verify [--fix]",
 		Short: "Re-hash every blob and template and report damage",
-		Args:  cobra.NoArgs,
+		Long: `Re-hash every blob and template, print "BAD path: reason" for each problem and
+exit 1 if there is any. With --fix, remove each damaged entry (even one a
+running process holds: it keeps what it has open) and exit 0 once all are
+gone; the next pull or convert fetches or builds them again.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.openCache()
 			if err != nil {
 				return err
 			}
-			probs, err := c.Verify(cmd.Context())
+			probs, err := c.Verify(cmd.Context(), cache.VerifyOptions{Fix: fix})
 			if err != nil {
 				return err
 			}
+			left := 0
 			for _, p := range probs {
+				if p.Removed {
+					fmt.Fprintf(a.stdout, "BAD %s: %s (removed)\n", p.Path, p.Err)
+					continue
+				}
+				left++
 				fmt.Fprintf(a.stdout, "BAD %s: %s\n", p.Path, p.Err)
 			}
-			if len(probs) > 0 {
-				fmt.Fprintf(a.stderr, "%d problem(s); remove the damaged entries with rm or cache prune\n", len(probs))
+			switch {
+			case left > 0 && fix:
+				fmt.Fprintf(a.stderr, "%d problem(s), %d not removed\n", len(probs), left)
 				return exitError(1)
+			case left > 0:
+				fmt.Fprintf(a.stderr, "%d problem(s); remove the damaged entries with `%s`\n", left, fixCommand(c.Dir()))
+				return exitError(1)
+			case len(probs) > 0:
+				fmt.Fprintf(a.stdout, "removed %d damaged entr%s\n", len(probs), plural(len(probs), "y", "ies"))
+				return nil
 			}
 			fmt.Fprintln(a.stdout, "cache OK")
 			return nil
 		},
-	})
+	}
+	verify.Flags().BoolVar(&fix, "fix", false, "remove the damaged entries")
+	cmd.AddCommand(verify)
 	return cmd
+}
+
+// cacheListing is cache ls --json.
+type cacheListing struct {
+	Dir       string           `json:"dir"`
+	Templates []cachedTemplate `json:"templates"`
+	Blobs     cacheBlobs       `json:"blobs"`
+}
+
+type cachedTemplate struct {
+	File     string    `json:"file"`
+	Path     string    `json:"path"`
+	Size     int64     `json:"size"`
+	SHA256   string    `json:"sha256"`
+	Image    string    `json:"image,omitempty"`
+	Manifest string    `json:"manifestDigest,omitempty"`
+	Platform string    `json:"platform,omitempty"`
+	Created  time.Time `json:"created"`
+	LastUsed time.Time `json:"lastUsed"`
+	Key      string    `json:"key"`
+}
+
+type cacheBlobs struct {
+	Count int64 `json:"count"`
+	Size  int64 `json:"size"`
+}
+
+// fixCommand is the command line that removes what verify found, naming
+// the cache directory unless it is the default one.
+func fixCommand(dir string) string {
+	if dir == cache.DefaultDir() {
+		return "pve-image cache verify --fix"
+	}
+	if strings.ContainsAny(dir, " \t\n'\"\\$`!*?[]{}()<>|&;#~") {
+		dir = "'" + strings.ReplaceAll(dir, "'", `'\''`) + "'"
+	}
+	return "pve-image --cache-dir " + dir + " cache verify --fix"
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func shortDigest(d string) string {

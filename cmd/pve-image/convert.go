@@ -131,19 +131,22 @@ from the cache: one manifest request for a tag, none for a digest.`,
 			if err != nil {
 				return err
 			}
-			res, err := b.Convert(cmd.Context(), ref, opts)
+			var res *template.Result
+			if out == "" {
+				res, err = b.Convert(cmd.Context(), ref, opts)
+			} else {
+				res, err = b.ConvertTo(cmd.Context(), ref, opts, out)
+			}
 			if err != nil {
 				return err
 			}
+			defer res.Close()
 			for _, w := range res.Meta.Facts.Warnings {
 				fmt.Fprintln(a.stderr, "warning:", w)
 			}
 			if out == "" {
 				fmt.Fprintln(a.stdout, res.Path())
 				return nil
-			}
-			if err := template.CopyFile(res.Path(), out); err != nil {
-				return err
 			}
 			fmt.Fprintln(a.stdout, out)
 			return nil

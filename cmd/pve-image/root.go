@@ -122,7 +122,12 @@ Images are named as skopeo names them:
 }
 
 func (a *app) openCache() (*cache.Cache, error) {
-	return cache.Open(a.cacheDir)
+	c, err := cache.Open(a.cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	c.Log = a.log
+	return c, nil
 }
 
 // puller builds a Puller from the global flags.
