@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -53,9 +54,17 @@ func (c *Cache) Items() ([]Item, error) {
 		if e, err := c.readEntry(de.Name()); err == nil {
 			it.LastUsed = e.LastUsed
 		}
+		// Names of one template (aliases, hard links) count once.
+		seen := map[uint64]bool{}
 		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 			if err == nil && !d.IsDir() {
 				if fi, err := d.Info(); err == nil {
+					if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+						if seen[st.Ino] {
+							return nil
+						}
+						seen[st.Ino] = true
+					}
 					it.Size += fi.Size()
 					it.Files++
 				}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -411,4 +412,39 @@ func (c *Cache) Templates() ([]Entry, error) {
 		}
 	}
 	return out, nil
+}
+
+// AliasTemplate gives a held template entry another file name in its
+// directory, a hard link to the same bytes, and returns the entry under
+// that name: the same content asked for under another reference is named
+// after that reference, without a second copy or a second build.
+func (c *Cache) AliasTemplate(e Entry, name string) (Entry, error) {
+	if name == e.File {
+		return e, nil
+	}
+	if name == "" || name != filepath.Base(name) || name == entryFile || name == "meta.json" || strings.HasPrefix(name, ".") {
+		return e, fmt.Errorf("template alias %q: not a plain file name", name)
+	}
+	dst := filepath.Join(e.Dir, name)
+	src, err := os.Stat(e.Path())
+	if err != nil {
+		return e, err
+	}
+	if fi, err := os.Stat(dst); err == nil && os.SameFile(fi, src) {
+		e.File = name
+		return e, nil
+	}
+	// Linked under a temporary name, then renamed: a lookup never sees a
+	// half-made alias, and two processes naming it at once both succeed.
+	tmp := filepath.Join(e.Dir, "."+name+".link-"+strconv.Itoa(os.Getpid()))
+	os.Remove(tmp)
+	if err := os.Link(e.Path(), tmp); err != nil {
+		return e, fmt.Errorf("template alias %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		os.Remove(tmp)
+		return e, fmt.Errorf("template alias %s: %w", name, err)
+	}
+	e.File = name
+	return e, nil
 }

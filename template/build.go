@@ -134,8 +134,27 @@ func (b *Builder) convertResolved(ctx context.Context, res *registry.Resolved, o
 	if err != nil {
 		return nil, err
 	}
-	meta.Ref = res.Ref.String()
+	// The same bytes may have been built first for another reference (a
+	// digest, another registry): the name is always the one asked for.
+	if entry, err = b.Cache.AliasTemplate(entry, templateName(res, opts)); err != nil {
+		return nil, err
+	}
+	meta.Ref, meta.Repository, meta.File = res.Ref.String(), res.Repository, entry.File
 	return &Result{Entry: entry, Meta: meta, Hit: !built}, nil
+}
+
+// templateName is the file name of the template of res: named after the
+// reference as asked (its repository, and tag or digest).
+func templateName(res *registry.Resolved, opts Options) string {
+	tag := res.Tag
+	if tag == "" {
+		tag = res.Digest.String()
+	}
+	c := opts.Compression
+	if opts.Format == FormatOCIArchive {
+		c = None
+	}
+	return FileName(res.Repository, tag, res.Platform, c)
 }
 
 // ReadMeta reads the metadata beside a cached template.
@@ -165,14 +184,10 @@ func (b *Builder) build(ctx context.Context, res *registry.Resolved, opts Option
 		dl.Stop()
 		return "", "", err
 	}
-	tag := res.Tag
-	if tag == "" {
-		tag = res.Digest.String()
-	}
-	name := FileName(res.Repository, tag, res.Platform, opts.Compression)
+	name := templateName(res, opts)
 	path := filepath.Join(dir, name)
 	if opts.Format == FormatOCIArchive {
-		return b.buildOCIArchive(ctx, res, dl, meta, dir, FileName(res.Repository, tag, res.Platform, None))
+		return b.buildOCIArchive(ctx, res, dl, meta, dir, name)
 	}
 	iopts := imgconv.Options{
 		Image:         res.Ref.String(),
