@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build tools test test-short lint fuzz bench demo demo-offline clean
+.PHONY: all build tools test test-go test-short lint fuzz bench demo demo-offline deb clean
 
 all: build
 
@@ -24,13 +24,37 @@ lint:
 # skip with a message when it is missing; PVE_IMAGE_REQUIRE_ALL=1 makes them
 # fail instead (CI sets it).
 test: tools lint
+	@$(MAKE) --no-print-directory test-go
+
+# go test alone, for .ci/run, which times tools, lint and the tests apart.
+test-go:
 	$(GO) test -race -count=1 -timeout 45m ./...
 
 test-short: lint
 	$(GO) test -short ./...
 
+# Every fuzz target for FUZZTIME each, one after the other. One line per
+# target, PACKAGE:FUNCTION; a target that is not there fails make fuzz (go
+# test -fuzz would just warn), checked for all before any runs.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := \
+	./imgconv:FuzzFlatten \
+	./imgconv/runspec:FuzzParse \
+	./registry:FuzzParseReference \
+	./registry:FuzzOCIArchive \
+	./registry:FuzzDockerArchive
+
 fuzz:
-	$(GO) test ./imgconv -run '^$$' -fuzz FuzzFlatten -fuzztime 60s -fuzzminimizetime 10s
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*} fn=$${t#*:}; \
+		list=$$($(GO) test -list "^$$fn$$" "$$pkg"); \
+		echo "$$list" | grep -qx "$$fn" || { echo "make fuzz: no fuzz target $$fn in $$pkg" >&2; exit 1; }; \
+	done; \
+	for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*} fn=$${t#*:}; \
+		echo "fuzz: $$pkg $$fn for $(FUZZTIME)"; \
+		$(GO) test "$$pkg" -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s; \
+	done
 
 bench: tools build
 	scripts/bench.sh
@@ -45,6 +69,13 @@ demo-offline: build
 	scripts/fixture.sh $(BIN)/fixture.oci.tar
 	$(BIN)/pve-image convert oci-archive:$(BIN)/fixture.oci.tar -o $(BIN)/fixture_1_amd64.tar.zst
 	$(BIN)/pve-image inspect $(BIN)/fixture_1_amd64.tar.zst
+
+# The Debian package: make deb [DEB_VERSION=...] [GOARCH=arm64] [DEBDIR=dir].
+# See scripts/deb/build.sh for what it holds and how it stays reproducible
+# (SOURCE_DATE_EPOCH defaults to the commit's time).
+DEBDIR ?= $(BIN)
+deb:
+	scripts/deb/build.sh $(DEBDIR)
 
 clean:
 	rm -rf $(BIN)

@@ -118,6 +118,7 @@ Images are named as skopeo names them:
 
 	root.AddCommand(a.pullCommand(), a.convertCommand(), a.inspectCommand(), a.cacheCommand(),
 		a.pushCommand(), a.lsCommand(), a.rmCommand(), a.runCommand(), a.criCommand())
+	root.AddCommand(a.docsCommand())
 	completeFlagValues(root)
 	return root
 }

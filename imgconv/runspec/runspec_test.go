@@ -3,6 +3,7 @@ package runspec
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -61,6 +62,15 @@ func FuzzParse(f *testing.F) {
 		if jerr := json.Unmarshal(b, &want); jerr != nil || len(want.Args) == 0 || err != nil {
 			return
 		}
+		// encoding/json also matches keys that differ in case; the
+		// spec's keys are exact (the init reads only what pve-image wrote).
+		var keys map[string]json.RawMessage
+		json.Unmarshal(b, &keys)
+		for k := range keys {
+			if canonical := specKey(k); canonical != "" && canonical != k {
+				return
+			}
+		}
 		if !reflect.DeepEqual(norm(*got), norm(want)) {
 			t.Fatalf("Parse(%q) = %+v, encoding/json says %+v", b, *got, want)
 		}
@@ -79,4 +89,16 @@ func norm(s Spec) Spec {
 		s.Groups = nil
 	}
 	return s
+}
+
+// specKey is the Spec JSON key k matches case-insensitively, or "".
+func specKey(k string) string {
+	t := reflect.TypeOf(Spec{})
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if strings.EqualFold(name, k) {
+			return name
+		}
+	}
+	return ""
 }
