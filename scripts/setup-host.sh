@@ -11,7 +11,7 @@ if [[ $(id -u) != 0 ]]; then
 	exit 1
 fi
 pkgs=(lxc uidmap dnsmasq-base iproute2 zstd xz-utils debootstrap busybox-static time bc bsdextrautils curl
-	dpkg apt ca-certificates man-db)
+	dpkg apt ca-certificates man-db jq)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
