@@ -400,21 +400,17 @@ func workFiles(t *testing.T, c *cli) map[string]int64 {
 // startStalled starts a convert and waits until it has a new work file in
 // tmp/ of size bytes (where the stalled download stops: other work files,
 // such as the manifest's, come and go), which it returns.
-func startStalled(t *testing.T, c *cli, before map[string]int64, size int64, args ...string) (*exec.Cmd, string) {
+func startStalled(t *testing.T, c *cli, before map[string]int64, size int64, args ...string) (*proc, string) {
 	t.Helper()
 	cmd := c.cmd(context.Background(), args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	p := startProc(t, cmd)
+	exited := p.exited
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		for name, n := range workFiles(t, c) {
 			if _, ok := before[name]; !ok && n == size {
-				return cmd, name
+				return p, name
 			}
 		}
 		select {
@@ -428,14 +424,27 @@ func startStalled(t *testing.T, c *cli, before map[string]int64, size int64, arg
 	}
 }
 
-func killAndWait(t *testing.T, cmd *exec.Cmd) {
+// proc is a started pve-image whose end is awaited by one goroutine (the
+// only caller of Wait), so that the test can kill it and know when it died.
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func startProc(t *testing.T, cmd *exec.Cmd) *proc {
 	t.Helper()
-	cmd.Process.Signal(syscall.SIGKILL)
-	for cmd.ProcessState == nil {
-		if _, err := cmd.Process.Wait(); err != nil {
-			break
-		}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
+	p := &proc{cmd: cmd, exited: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.exited) }()
+	t.Cleanup(p.kill)
+	return p
+}
+
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	<-p.exited
 }
 
 // TestKilledConvertWorkFiles: a convert killed with -9 in the middle of a
@@ -461,7 +470,7 @@ func TestKilledConvertWorkFiles(t *testing.T) {
 
 	live, liveFile := startStalled(t, c, nil, stallAt(liveImg), "convert", proxy.Host+"/live:1")
 	dead, deadFile := startStalled(t, c, map[string]int64{liveFile: 0}, stallAt(deadImg), "convert", proxy.Host+"/dead:1")
-	killAndWait(t, dead)
+	dead.kill()
 	// The live process's file looks abandoned by age: that must not matter.
 	old := time.Now().Add(-48 * time.Hour)
 	os.Chtimes(filepath.Join(c.cache, "tmp", liveFile), old, old)
@@ -477,7 +486,7 @@ func TestKilledConvertWorkFiles(t *testing.T) {
 		}
 	}
 
-	killAndWait(t, live)
+	live.kill()
 	c.ok("cache", "ls")
 	if left := workFiles(t, c); len(left) != 0 {
 		t.Errorf("tmp/ after both converts died and pve-image started again: %v", left)
@@ -491,7 +500,7 @@ func TestKilledConvertWorkFiles(t *testing.T) {
 // writes to a file named prefix* in dir: past its creation and locking,
 // before its rename. ok is false when the process ended or renamed the
 // file before it could be stopped.
-func stopWhileWriting(t *testing.T, c *cli, dir, prefix string, args ...string) (cmd *exec.Cmd, name string, ok bool) {
+func stopWhileWriting(t *testing.T, c *cli, dir, prefix string, args ...string) (p *proc, name string, ok bool) {
 	t.Helper()
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
@@ -502,19 +511,15 @@ func stopWhileWriting(t *testing.T, c *cli, dir, prefix string, args ...string) 
 	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_MODIFY); err != nil {
 		t.Fatal(err)
 	}
-	cmd = c.cmd(context.Background(), args...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	cmd := c.cmd(context.Background(), args...)
+	p = startProc(t, cmd)
+	exited := p.exited
 	go func() { <-exited; events.Close() }()
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := events.Read(buf)
 		if err != nil {
-			return cmd, "", false
+			return p, "", false
 		}
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
@@ -526,9 +531,9 @@ func stopWhileWriting(t *testing.T, c *cli, dir, prefix string, args ...string) 
 			}
 			cmd.Process.Signal(syscall.SIGSTOP)
 			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
-				return cmd, name, false
+				return p, name, false
 			}
-			return cmd, name, true
+			return p, name, true
 		}
 	}
 }
@@ -551,13 +556,13 @@ func TestKilledCopyLeftovers(t *testing.T) {
 
 	// Catch two copies in the act; the first stays stopped (alive), the
 	// second is killed.
-	caught := func() (*exec.Cmd, string) {
+	caught := func() (*proc, string) {
 		for range 5 {
-			cmd, name, ok := stopWhileWriting(t, c, dir, prefix, "convert", ref, "-o", dst)
+			p, name, ok := stopWhileWriting(t, c, dir, prefix, "convert", ref, "-o", dst)
 			if ok {
-				return cmd, name
+				return p, name
 			}
-			killAndWait(t, cmd)
+			p.kill()
 			os.Remove(dst)
 		}
 		t.Fatal("never caught convert -o copying")
@@ -565,7 +570,7 @@ func TestKilledCopyLeftovers(t *testing.T) {
 	}
 	live, liveName := caught()
 	dead, deadName := caught()
-	killAndWait(t, dead)
+	dead.kill()
 	if _, err := os.Stat(filepath.Join(dir, deadName)); err != nil {
 		t.Fatalf("the killed copy left nothing to clean: %v", err)
 	}
@@ -581,7 +586,7 @@ func TestKilledCopyLeftovers(t *testing.T) {
 		t.Errorf("the stopped copy's %s was removed: %v", liveName, err)
 	}
 
-	killAndWait(t, live)
+	live.kill()
 	c.ok("convert", ref, "-o", dst)
 	des, _ := os.ReadDir(dir)
 	if len(des) != 1 || des[0].Name() != "big.tar" {
