@@ -84,3 +84,29 @@ echo "== 50 idle pods: the CRI daemon's CPU and Proxmox requests (real LXC conta
 # container's status); the daemon also follows every container's output.
 go test ./tests -run '^$' -bench BenchmarkCRIIdlePods -benchtime 1x -count 1 | grep -E '^Benchmark|^ok|FAIL'
 echo "Targets: the daemon under 5% of a core and at most about one Proxmox request a second, whatever the pod count."
+
+echo
+echo "== a fresh machine: the debian template from a template registry, against converting it" >&2
+# The template is published once (pve-image publish); each run starts with
+# an empty cache, as a new CI runner or Proxmox node does.
+ref=$host/bench/debian:1
+bin/pve-image --cache-dir "$work/cache" publish "$ref" --to "$host/pve-templates" >/dev/null 2>&1
+conv_t=() reg_t=()
+for _ in $(seq "$RUNS"); do
+	rm -rf "$work/fresh"
+	sync
+	read -r t _ < <(timeit bin/pve-image --cache-dir "$work/fresh" convert "$ref")
+	conv_t+=("$t")
+	converted=$(sha256sum <"$(bin/pve-image --cache-dir "$work/fresh" convert "$ref" 2>/dev/null)")
+	rm -rf "$work/fresh"
+	sync
+	read -r t _ < <(timeit bin/pve-image --cache-dir "$work/fresh" --template-registry "$host/pve-templates" convert "$ref")
+	reg_t+=("$t")
+	fetched=$(sha256sum <"$(bin/pve-image --cache-dir "$work/fresh" convert "$ref" 2>/dev/null)")
+	[[ $converted == "$fetched" ]] || { echo "the template registry's template differs from the conversion" >&2; exit 1; }
+done
+c=$(printf '%s\n' "${conv_t[@]}" | median)
+r=$(printf '%s\n' "${reg_t[@]}" | median)
+printf '\n%-11s %12s %16s %7s\n' image "convert s" "template reg. s" ratio
+printf '%-11s %12s %16s %6.2fx\n' debian "$c" "$r" "$(awk -v c="$c" -v r="$r" 'BEGIN { if (r < 0.01) r = 0.01; print c / r }')"
+echo "ratio = cold convert time / time to get the same template from the template registry (above 1: the registry is faster)."

@@ -46,6 +46,9 @@ type Builder struct {
 	// Version is the converter's version, part of every cache key.
 	Version string
 	Log     *slog.Logger
+	// Remote, if set, is asked for a ready template (remote.go) before an
+	// image is converted.
+	Remote Remote
 }
 
 // Result is a converted template.
@@ -125,6 +128,9 @@ func (b *Builder) convertResolved(ctx context.Context, res *registry.Resolved, o
 	}
 	key := b.Key(res, opts)
 	entry, built, err := b.Cache.PutTemplate(ctx, key, func(ctx context.Context, dir string) (string, string, error) {
+		if file, sum, ok, err := b.fromRemote(ctx, key, res, opts, dir); ok || err != nil {
+			return file, sum, err
+		}
 		return b.build(ctx, res, opts, dir)
 	})
 	if err != nil {

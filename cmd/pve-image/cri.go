@@ -44,6 +44,9 @@ type criConfig struct {
 	RegistryMirrors map[string][]string `yaml:"registryMirrors"`
 	RegistryConfig  string              `yaml:"registryConfig"`
 	Proxmox         *pveContext         `yaml:"proxmox"`
+	// TemplateRegistry is --template-registry: ready templates are taken
+	// from there before converting.
+	TemplateRegistry string `yaml:"templateRegistry"`
 }
 
 func (a *app) criCommand() *cobra.Command {
@@ -145,6 +148,9 @@ func mergeCRIConfig(cmd *cobra.Command, c *criConfig, file criConfig, pf *pveFla
 	}
 	if a.hostsDir == "" {
 		a.hostsDir = file.RegistryConfig
+	}
+	if a.templateRegistry == "" {
+		a.templateRegistry = file.TemplateRegistry
 	}
 	if p := file.Proxmox; p != nil {
 		// The file comes after flags and the environment, as everywhere.

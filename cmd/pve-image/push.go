@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pve-image/pve-image/proxmox"
+	"github.com/pve-image/pve-image/pvestore"
 	"github.com/pve-image/pve-image/template"
 )
 
@@ -108,61 +109,19 @@ func (a *app) templateFor(ctx context.Context, arg string, cf *convertFlags, for
 }
 
 // push uploads t to storage on node, and with allNodes to the other nodes'
-// unshared storages of that name. It returns the volume ID.
+// unshared storages of that name (pvestore.Push). It returns the volume ID.
 func (a *app) push(ctx context.Context, cl *proxmox.Client, node, storage string, t *localTemplate, allNodes bool) (string, error) {
-	nodes := []string{node}
-	if allNodes {
-		all, err := cl.Nodes(ctx)
-		if err != nil {
-			return "", err
-		}
-		for _, n := range all {
-			if n != node {
-				nodes = append(nodes, n)
-			}
+	volid, events, err := pvestore.Push(ctx, cl, pvestore.File{Path: t.path, Name: t.name, SHA256: t.sha256, Size: t.size}, node, storage,
+		pvestore.PushOptions{AllNodes: allNodes, Progress: func(name, node string) func(sent, total int64) { return a.uploadProgress(name, node) }, Log: a.log})
+	for _, ev := range events {
+		switch ev.Action {
+		case pvestore.Present:
+			fmt.Fprintf(a.stderr, "%s: already on %s/%s, same size\n", t.name, ev.Node, ev.Storage)
+		case pvestore.Uploaded:
+			fmt.Fprintf(a.stderr, "%s: uploaded to %s/%s\n", t.name, ev.Node, ev.Storage)
 		}
 	}
-	volid := storage + ":vztmpl/" + t.name
-	sharedDone := false
-	for _, n := range nodes {
-		st, err := cl.Storage(ctx, n, storage)
-		if err != nil {
-			if n != node {
-				a.log.Debug("storage not on node", "node", n, "storage", storage, "err", err)
-				continue
-			}
-			return "", err
-		}
-		if !st.Holds("vztmpl") {
-			return "", fmt.Errorf("storage %s on %s does not take container templates (content: %s)", storage, n, st.Content)
-		}
-		if st.IsShared() {
-			if sharedDone {
-				continue
-			}
-			sharedDone = true
-		}
-		have, err := cl.Templates(ctx, n, storage)
-		if err != nil {
-			return "", err
-		}
-		present := false
-		for _, v := range have {
-			if v.Name() == t.name && v.Size == t.size {
-				present = true
-			}
-		}
-		if present {
-			fmt.Fprintf(a.stderr, "%s: already on %s/%s, same size\n", t.name, n, storage)
-			continue
-		}
-		if _, err := cl.Upload(ctx, proxmox.UploadRequest{Node: n, Storage: storage, Path: t.path, Name: t.name, SHA256: t.sha256,
-			Progress: a.uploadProgress(t.name, n)}); err != nil {
-			return "", err
-		}
-		fmt.Fprintf(a.stderr, "%s: uploaded to %s/%s\n", t.name, n, storage)
-	}
-	return volid, nil
+	return volid, err
 }
 
 // uploadProgress reports an upload's progress like a pull's: a bar on a

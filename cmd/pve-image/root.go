@@ -58,6 +58,9 @@ type app struct {
 	debug         bool
 	mirrors       []string
 	hostsDir      string
+	// templateRegistry is where ready templates are looked up before
+	// converting (--template-registry).
+	templateRegistry string
 
 	credsRead            bool
 	credsUser, credsPass string
@@ -115,9 +118,11 @@ Images are named as skopeo names them:
 	f.BoolVar(&a.debug, "debug", false, "log what is being done to stderr")
 	f.StringArrayVar(&a.mirrors, "registry-mirror", nil, "HOST=URL: pull HOST's images from the mirror at URL first, e.g. docker.io=http://127.0.0.1:5000 (repeatable; _default for every registry)")
 	f.StringVar(&a.hostsDir, "registry-config", "", "directory of containerd-style DIR/<host>/hosts.toml mirror files (server, [host.\"URL\"] capabilities and skip_verify)")
+	f.StringVar(&a.templateRegistry, "template-registry", "", "REGISTRY/REPO of ready templates (pve-image publish) to use before converting; credentials in PVE_IMAGE_TEMPLATE_REGISTRY_CREDS=USER:PASS or Docker's config.json")
 
 	root.AddCommand(a.pullCommand(), a.convertCommand(), a.inspectCommand(), a.cacheCommand(),
-		a.pushCommand(), a.lsCommand(), a.rmCommand(), a.runCommand(), a.criCommand())
+		a.pushCommand(), a.lsCommand(), a.rmCommand(), a.runCommand(), a.criCommand(),
+		a.buildCommand(), a.publishCommand(), a.syncCommand())
 	root.AddCommand(a.docsCommand())
 	completeFlagValues(root)
 	return root
@@ -272,7 +277,11 @@ func (a *app) builder(progress registry.Progress) (*template.Builder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &template.Builder{Cache: c, Puller: p, Version: fullVersion(), Log: a.log}, nil
+	b := &template.Builder{Cache: c, Puller: p, Version: fullVersion(), Log: a.log}
+	if b.Remote, err = a.templateRemote(); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 func (a *app) parseRef(s string) (registry.Reference, error) {
