@@ -87,6 +87,8 @@ type ContainerState struct {
 	Disk   int64   `json:"disk"`
 	NetIn  int64   `json:"netin"`
 	NetOut int64   `json:"netout"`
+	// Node is set by ClusterContainers (status/current does not say).
+	Node string `json:"node,omitempty"`
 }
 
 func ctPath(node string, vmid int, rest string) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/pve-image/pve-image/lifecycle"
 	"github.com/pve-image/pve-image/proxmox"
 )
 
@@ -192,7 +194,31 @@ func (s *Server) proxmoxStatus(ctx context.Context, c *containerRecord) (st prox
 const unknownExitCode = 255
 
 func (s *Server) listNode(ctx context.Context) ([]proxmox.ContainerState, error) {
-	return s.cfg.Proxmox.Containers(ctx, s.cfg.Node)
+	if s.cfg.Node != lifecycle.Auto {
+		return s.cfg.Proxmox.Containers(ctx, s.cfg.Node)
+	}
+	// Placed pods are on the nodes their records name. Each node's own
+	// list is asked, not /cluster/resources: that one is pvestatd's view,
+	// up to 10 s old, in which a container just started may still be
+	// stopped, and would be taken as exited.
+	var nodes []string
+	s.state.view(func(st *stateFile) {
+		for _, c := range st.Containers {
+			if c.Node != "" && !slices.Contains(nodes, c.Node) {
+				nodes = append(nodes, c.Node)
+			}
+		}
+	})
+	slices.Sort(nodes)
+	var all []proxmox.ContainerState
+	for _, n := range nodes {
+		list, err := s.cfg.Proxmox.Containers(ctx, n)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", n, err)
+		}
+		all = append(all, list...)
+	}
+	return all, nil
 }
 
 // refresh brings running records up to date with the node's container

@@ -16,6 +16,8 @@ import (
 
 	"github.com/pve-image/pve-image/cache"
 	"github.com/pve-image/pve-image/imgconv/runspec"
+	"github.com/pve-image/pve-image/lifecycle"
+	"github.com/pve-image/pve-image/pvestore"
 	"github.com/pve-image/pve-image/template"
 )
 
@@ -71,6 +73,16 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		return nil, status.Errorf(codes.FailedPrecondition, "image %s: its template is no longer cached: pull it again", img.ID)
 	}
 	meta, err := template.ReadMeta(e.Dir)
+	if err != nil {
+		hold.Close()
+		return nil, grpcError(err)
+	}
+	// With --node auto the container goes to the node placement picks,
+	// and the template with it (from the cache, still held).
+	node, volid := s.cfg.Node, img.Volid
+	if node == lifecycle.Auto {
+		node, volid, err = s.placePod(ctx, c, e, img)
+	}
 	hold.Close()
 	if err != nil {
 		return nil, grpcError(err)
@@ -97,7 +109,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		}
 		over.Env = nil
 	case !native:
-		return nil, status.Errorf(codes.FailedPrecondition, "Proxmox %s on %s cannot run pods of application images: kubelet passes env, and only Proxmox 9.1 and later can give a container env and a command", s.cfg.Proxmox.Version().Version, s.cfg.Node)
+		return nil, status.Errorf(codes.FailedPrecondition, "Proxmox %s on %s cannot run pods of application images: kubelet passes env, and only Proxmox 9.1 and later can give a container env and a command", s.cfg.Proxmox.Version().Version, node)
 	default:
 		over.Env = append(over.Env, podEnv(sb, plan, supervised)...)
 	}
@@ -107,7 +119,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	}
 	id := newID()
 	opts := map[string]string{
-		"ostemplate":   img.Volid,
+		"ostemplate":   volid,
 		"unprivileged": "1",
 		"hostname":     hostname(sb, c),
 		"description":  fmt.Sprintf("pve-image CRI container %s (%s) of pod %s/%s", c.GetMetadata().GetName(), id[:12], sb.Metadata.GetNamespace(), sb.Metadata.GetName()),
@@ -127,7 +139,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if s.cfg.RootfsStorage != "" {
 		gb := int(math.Ceil(float64(meta.RootfsSize+max(meta.RootfsSize/2, 512<<20)) / (1 << 30)))
 		opts["rootfs"] = fmt.Sprintf("%s:%d", s.cfg.RootfsStorage, gb)
-	} else if opts["rootfs"], err = s.cfg.Proxmox.RootfsFor(ctx, s.cfg.Node, meta.RootfsSize); err != nil {
+	} else if opts["rootfs"], err = s.cfg.Proxmox.RootfsFor(ctx, node, meta.RootfsSize); err != nil {
 		return nil, grpcError(err)
 	}
 	nic := nicOption(s.cfg.Bridge, podMAC(sb.ID), sb.IPs, sb.Gateways)
@@ -136,23 +148,23 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		nic += ",host-managed=1"
 	}
 	spec := pc.Spec(opts, []string{nic})
-	vmid, _, err := s.cfg.Proxmox.Launch(ctx, s.cfg.Node, spec)
+	vmid, _, err := s.cfg.Proxmox.Launch(ctx, node, spec)
 	if err != nil {
 		return nil, grpcError(err)
 	}
 	// Undo a creation nobody will know of, even if kubelet has given up
 	// on this call.
-	undo := func() { s.cfg.Proxmox.DestroyContainer(context.WithoutCancel(ctx), s.cfg.Node, vmid, true) }
+	undo := func() { s.cfg.Proxmox.DestroyContainer(context.WithoutCancel(ctx), node, vmid, true) }
 	if supervised && !s.cfg.LXC.Has(strconv.Itoa(vmid)) {
 		undo()
-		return nil, status.Errorf(codes.FailedPrecondition, "container %d was created on node %s, but its LXC config is not under %s here: this pve-image cri is not on node %s (give the right --node, or --lxc-path)", vmid, s.cfg.Node, s.cfg.LXC.Path, s.cfg.Node)
+		return nil, status.Errorf(codes.FailedPrecondition, "container %d was created on node %s, but its LXC config is not under %s here: this pve-image cri is not on node %s (give the right --node, or --lxc-path)", vmid, node, s.cfg.LXC.Path, node)
 	}
 	logPath := c.GetLogPath()
 	if logPath != "" && !filepath.IsAbs(logPath) && sb.LogDir != "" {
 		logPath = filepath.Join(sb.LogDir, logPath)
 	}
 	rec := &containerRecord{ID: id, SandboxID: sb.ID, Metadata: c.GetMetadata(), Image: imageName(c.GetImage(), img), ImageRef: img.ID,
-		Node: s.cfg.Node, VMID: vmid, State: runtimeapi.ContainerState_CONTAINER_CREATED, CreatedAt: time.Now().UnixNano(),
+		Node: node, VMID: vmid, State: runtimeapi.ContainerState_CONTAINER_CREATED, CreatedAt: time.Now().UnixNano(),
 		Labels: c.GetLabels(), Annotations: c.GetAnnotations(), LogPath: logPath, Resources: c.GetLinux().GetResources(),
 		Supervised: supervised, Shim: shim, Mounts: c.GetMounts()}
 	if shim {
@@ -347,4 +359,31 @@ func tagSafe(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// placePod picks the node of a pod's container (--node auto): the node
+// with the most free memory and CPU that has the template's storage and
+// the root disks' (lifecycle.Place), and puts the template there from the
+// cache unless that storage has it (a shared one has it for every node).
+func (s *Server) placePod(ctx context.Context, c *runtimeapi.ContainerConfig, e cache.Entry, img *imageRecord) (node, volid string, err error) {
+	mem := 512
+	if m := c.GetLinux().GetResources().GetMemoryLimitInBytes(); m > 0 {
+		mem = int(max(16, (m+(1<<20)-1)>>20))
+	}
+	sid, name, _ := strings.Cut(img.Volid, ":")
+	name = strings.TrimPrefix(name, "vztmpl/")
+	needs := lifecycle.Needs{MemoryMiB: mem, Storages: []string{sid}, Rootdir: s.cfg.RootfsStorage == ""}
+	if s.cfg.RootfsStorage != "" && s.cfg.RootfsStorage != sid {
+		needs.Storages = append(needs.Storages, s.cfg.RootfsStorage)
+	}
+	p, err := (&lifecycle.Manager{PVE: s.cfg.Proxmox, Log: s.log}).Place(ctx, needs)
+	if err != nil {
+		return "", "", status.Error(codes.ResourceExhausted, err.Error())
+	}
+	s.log.Info("pod placed", "pod", c.GetMetadata().GetName(), "node", p.Node, "why", strings.Join(p.Why, "; "))
+	if _, _, err := pvestore.Push(ctx, s.cfg.Proxmox, pvestore.File{Path: e.Path(), Name: name, SHA256: e.SHA256, Size: e.Size}, p.Node, sid,
+		pvestore.PushOptions{Log: s.log}); err != nil {
+		return "", "", fmt.Errorf("put the template on node %s: %w", p.Node, err)
+	}
+	return p.Node, img.Volid, nil
 }

@@ -172,10 +172,65 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: ns}},
 	}}
 	if req.GetVerbose() {
-		b, _ := json.Marshal(map[string]any{"ips": sb.IPs, "gateways": sb.Gateways, "bridge": s.cfg.Bridge, "node": s.cfg.Node})
+		info := map[string]any{"ips": sb.IPs, "gateways": sb.Gateways, "bridge": s.cfg.Bridge, "node": s.cfg.Node}
+		if ifs := s.podInterfaces(ctx, sb.ID); ifs != nil {
+			info["interfaces"] = ifs
+		}
+		b, _ := json.Marshal(info)
 		resp.Info = map[string]string{"info": string(b)}
 	}
 	return resp, nil
+}
+
+// podInterface is a NIC of the pod's running container as Proxmox's
+// interfaces endpoint reports it.
+type podInterface struct {
+	Name      string   `json:"name"`
+	HWAddr    string   `json:"hwaddr"`
+	Addresses []string `json:"addresses"`
+}
+
+// podInterfaces asks Proxmox which addresses the pod's running container
+// has (GET .../interfaces: `ip a` in its network namespace), for verbose
+// status only: crictl inspectp shows them, with what the container's own
+// setup added (an IPv6 link-local address, a system image's addresses).
+// The pod's address kubelet sees stays the allocated one, known before any
+// container exists; kubelet asks for status every second, and that must
+// not cost a Proxmox call per pod. nil when no container runs or Proxmox
+// does not answer.
+func (s *Server) podInterfaces(ctx context.Context, sandboxID string) []podInterface {
+	if s.cfg.Proxmox == nil {
+		return nil
+	}
+	var node string
+	var vmid int
+	s.state.view(func(st *stateFile) {
+		for _, id := range sortedKeys(st.Containers) {
+			if c := st.Containers[id]; c.SandboxID == sandboxID && c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+				node, vmid = c.Node, c.VMID
+			}
+		}
+	})
+	if vmid == 0 {
+		return nil
+	}
+	ifs, err := s.cfg.Proxmox.Interfaces(ctx, node, vmid)
+	if err != nil {
+		s.log.Warn("interfaces of the pod's container", "vmid", vmid, "err", err)
+		return nil
+	}
+	out := []podInterface{}
+	for _, i := range ifs {
+		if i.Name == "lo" {
+			continue
+		}
+		pi := podInterface{Name: i.Name, HWAddr: i.HWAddr, Addresses: []string{}}
+		for _, a := range i.Addresses {
+			pi.Addresses = append(pi.Addresses, a.CIDR())
+		}
+		out = append(out, pi)
+	}
+	return out
 }
 
 // ListPodSandbox lists pods, filtered by id, state and labels.

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/pve-image/pve-image/lifecycle"
 	"github.com/pve-image/pve-image/lxcnode"
 	"github.com/pve-image/pve-image/proxmox"
 	"github.com/pve-image/pve-image/runtime"
@@ -62,7 +63,10 @@ func (a *app) criCommand() *cobra.Command {
 crictl. PullImage pulls, converts and stores templates (in --template-dir, a
 local Proxmox storage directory, or over the API into --storage); containers
 are Proxmox LXC containers created from them on --node. See the README for
-the KubeletConfiguration and the systemd unit (scripts/systemd).
+the KubeletConfiguration and the systemd unit (scripts/systemd). With
+--node auto each pod's container goes to the node with the most free memory
+and CPU that has the storages it needs, as run --node auto does; pods are
+then served as off the node (no output, exit statuses, exec or volumes).
 
 The CRI has no authentication of its own: a tcp:// --listen off the
 loopback interface is refused unless served over TLS with client
@@ -109,6 +113,7 @@ storage ...). Unknown keys in the file are errors.`,
 	f.StringArrayVar(&c.PinnedImages, "pinned-image", nil, "image kubelet must not garbage-collect (repeatable)")
 	f.DurationVar(&grace, "shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for calls in flight, then stop hard")
 	pf.register(cmd, true)
+	cmd.Flags().Lookup("node").Usage = nodeAutoUsage
 	cf.register(cmd)
 	return cmd
 }
@@ -215,7 +220,11 @@ func (a *app) serveCRI(ctx context.Context, c criConfig, pf *pveFlags, cf *conve
 	case c.TemplateDir != "":
 		store = &runtime.DirStore{Dir: c.TemplateDir, Storage: c.TemplateStorage}
 	case cl != nil:
-		store = &runtime.PVEStore{Client: cl, Node: pc.Node, Storage: pc.Storage, CacheDir: b.Cache.Dir()}
+		storeNode, err := templateNode(ctx, cl, pc.Node)
+		if err != nil {
+			return err
+		}
+		store = &runtime.PVEStore{Client: cl, Node: storeNode, Storage: pc.Storage, CacheDir: b.Cache.Dir()}
 	default:
 		return errors.New("no template store: give --template-dir, or a Proxmox connection (--pve-url ...) to push templates to --storage")
 	}
@@ -239,7 +248,11 @@ func (a *app) serveCRI(ctx context.Context, c criConfig, pf *pveFlags, cf *conve
 	}
 	var lxc *lxcnode.Node
 	var lxcWhy string
-	if cl != nil {
+	if cl != nil && pc.Node == lifecycle.Auto {
+		// Pods go to any node: what needs the daemon on a pod's node
+		// (output, exit statuses, exec, volumes) is refused with this.
+		lxcWhy = "--node auto places pods on any node of the cluster, and this daemon is on one node at most"
+	} else if cl != nil {
 		lxc, lxcWhy = onNode(pc.Node, c.LXCPath)
 		if lxc == nil {
 			a.log.Warn("not on the Proxmox node: exec, logs, exit statuses and volumes of containers are not available", "node", pc.Node, "why", lxcWhy)
@@ -273,6 +286,23 @@ func (a *app) serveCRI(ctx context.Context, c criConfig, pf *pveFlags, cf *conve
 	a.log.Info("serving CRI", "listen", c.Listen, "metrics", c.MetricsListen, "proxmox", pc.URL != "", "node", pc.Node)
 	fmt.Fprintf(a.stderr, "pve-image cri: serving on %s\n", c.Listen)
 	return runtime.Serve(ctx, srv.GRPCServer(), l, grace)
+}
+
+// templateNode is the node templates are pushed to: --node, or with
+// --node auto the first node of the cluster (each pod's container takes
+// the template to its own node when that one lacks it).
+func templateNode(ctx context.Context, cl *proxmox.Client, node string) (string, error) {
+	if node != lifecycle.Auto {
+		return node, nil
+	}
+	nodes, err := cl.Nodes(ctx)
+	if err != nil {
+		return "", err
+	}
+	if len(nodes) == 0 {
+		return "", errors.New("--node auto: the cluster lists no nodes")
+	}
+	return nodes[0], nil
 }
 
 // onNode opens the node's LXC when the daemon runs on the containers'

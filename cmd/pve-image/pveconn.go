@@ -29,6 +29,9 @@ type pveFlags struct {
 	node, storage                           string
 }
 
+// nodeAutoUsage is --node's help where auto placement applies (run, cri).
+const nodeAutoUsage = "Proxmox node, or auto: the online node with the most free memory and CPU that has the storages needed (env PVE_NODE; or the context's node)"
+
 func (f *pveFlags) register(cmd *cobra.Command, storage bool) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.url, "pve-url", "", "Proxmox API URL, https://HOST:8006 (env PVE_URL)")

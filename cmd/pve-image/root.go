@@ -124,6 +124,7 @@ Images are named as skopeo names them:
 		a.pushCommand(), a.lsCommand(), a.rmCommand(), a.runCommand(), a.criCommand(),
 		a.buildCommand(), a.publishCommand(), a.syncCommand())
 	root.AddCommand(a.docsCommand())
+	root.AddCommand(a.updateCommand(), a.rollbackCommand(), a.migrateCommand())
 	completeFlagValues(root)
 	return root
 }

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pve-image/pve-image/batch"
+	"github.com/pve-image/pve-image/lifecycle"
 	"github.com/pve-image/pve-image/pvestore"
 )
 
@@ -49,6 +51,11 @@ reached is reported and the others are synced (exit 1).`,
 			explicit := func(flag, env string) bool { return cmd.Flags().Changed(flag) || a.getenv(env) != "" }
 			inFile := f.Output.Proxmox != nil
 			if pc.Node != "" && !allNodes && (explicit("node", "PVE_NODE") || !inFile) {
+				if pc.Node == lifecycle.Auto {
+					// Placement picks one node per container; sync fills
+					// the nodes containers may land on.
+					return a.badInput(errors.New("sync --node auto: templates go to named nodes; give --node NODE or --all-nodes"))
+				}
 				o.Nodes = []string{pc.Node}
 			}
 			if explicit("storage", "PVE_STORAGE") || !inFile || f.Output.Proxmox.Storage == "" {

@@ -193,6 +193,53 @@
 //     Options.Bridges missing on the host is replaced by a Linux bridge the
 //     simulator creates and removes.
 //
+// Containers that live on (shared/reference/proxmox-lifecycle.md, "L§n";
+// lifecycle.go and the files it names; pve-container, pve-storage and
+// pve-manager at the commits listed there):
+//   - Volume mount points STORAGE:SIZE at create and restore (volumes.go;
+//     LXC.pm create_disks, format_disk with root_owner; L§8): a directory
+//     per volume standing in for its file system, vm-<owner>-disk-<n> with
+//     the owner's lowest free n on the storage, at Proxmox's path on
+//     file-based storages; filled with the template's content at its path
+//     (keepattrs=1: the directory's owner and mode); mounted into real
+//     containers at every start in mp order; freed by destroy when the
+//     container owns it, else "ignore deletion of ..., CT N isn't the
+//     owner!"; a deleted mpN stays as unusedN; listed in the storage's
+//     content with its size.
+//   - move_volume to another container (movevolume.go; L§1): Proxmox's
+//     refusals (rootfs, unused to used, other node, locks, templates,
+//     digests, missing or taken keys, bind mounts, a running source,
+//     subvol on directory storages), the rename to the target's next
+//     free disk, the config lines, worker id <vmid>-<key>><target>-<key>.
+//   - vzdump of one container (backup.go; L§3): "OK" when it is on
+//     another node, lock backup, stop mode, pct.conf in Proxmox's format
+//     (the description encoded) and an empty pct.fw first, the root file
+//     system by tar under lxc-usernsexec, written as .dat and renamed,
+//     notes from the notes-template, the log line naming the archive;
+//     backups in the storage's content (notes, subtype, vmid, ctime from
+//     the name); their deletion with notes and log; extractconfig.
+//   - Restore (restore.go; L§2): force over a stopped, unprotected
+//     container of this node, VM.Allocate or VM.Backup, a backup volid,
+//     storage-only mode (rootfs and volumes from the archive, "unable to
+//     detect disk size") or rootfs and mpN given; new disks first, then
+//     every volume the old container owns destroyed; the archive
+//     unpacked; the config merged as sanitize_and_merge_config does (the
+//     parameters win, never mpN, unusedN, rootfs, unprivileged; lxc.*
+//     only for root@pam; unique renews MACs); a failure after the disks
+//     removes the config ($destroy_config_on_error).
+//   - GET /cluster/resources with nodes (SetNodeLoad; figures only with
+//     Sys.Audit), guests and storages per node; storages restricted to
+//     nodes (RestrictStorage, storage.cfg "nodes"), which other nodes do
+//     not list and cannot use; GET /nodes/{node}/dns (cluster.go).
+//   - Migration (migrate.go; L§7): "target is local node.", running
+//     containers only by restart ("lxc live migration is currently not
+//     implemented"), local bind and device mounts refused unless
+//     shared=1, volumes of other guests, local volumes copied to the
+//     target, the real container moved and started there.
+//   - Host-managed DHCP after a start (dhcp.go; L§6): the lease taken in
+//     the container's network namespace, resolv.conf written into its
+//     root, "DHCP failed - ..." as a warning.
+//
 // # Fault injection
 //
 // For clients' error handling, beside the faults Proxmox's own behaviour
@@ -209,10 +256,15 @@
 // # Left out
 //
 //   - OCI archives as templates (§4: detected, then refused), registry
-//     pull, download-url, restore, backups, snapshots, clones, migration.
-//   - Volume and device mount points (refused with "pvesim: ... not
-//     simulated"), changing mpN with PUT config (deleting works), device
-//     passthrough (devN), HA, pools, hookscripts.
+//     pull, download-url, snapshots, clones, moves to another storage
+//     (move_volume with storage, migrate with target-storage), vzdump of
+//     several guests, of volume mount points' content (their config is
+//     archived, their data not) and other compressors than zstd and gzip,
+//     PBS, DHCPv6, and restores onto existing volumes.
+//   - Device mount points (refused with "pvesim: ... not simulated"),
+//     attaching an existing volume at create, changing mpN with PUT
+//     config (deleting works), device passthrough (devN), HA, pools,
+//     hookscripts.
 //   - Of a bind mount's options, mountoptions, acl, quota, idmap and
 //     keepattrs are kept in the config but not applied; the check after
 //     mounting ("detected mount path change") is not made. At create the
@@ -228,8 +280,12 @@
 //     path, and a token's are not intersected with its user's; tokens need
 //     no user entry; no TFA.
 //   - What post_create_hook and pre_start_hook write inside the rootfs
-//     (passwords, SSH keys, network, hostname, machine-id), DHCP for
-//     host-managed NICs, NICs other than net0 with RealLXC.
+//     (passwords, SSH keys, network, hostname, machine-id), NICs other
+//     than net0 with RealLXC. DHCP for host-managed NICs is busybox
+//     udhcpc taking one lease (no renewal), and none on the bridges the
+//     simulator stands in for (they have no DHCP server). A volume moved
+//     to a running container appears at its next start (Proxmox
+//     hot-plugs it).
 //   - Pending config changes: PUT applies at once (real containers get the
 //     change at their next start, as in Proxmox).
 //   - Split reads in the multipart parser: the simulator runs it over the

@@ -101,6 +101,8 @@ type createPlan struct {
 	diskSize int64
 	rootOpts [][2]string // rootfs options besides the volume
 	start    bool
+	mounts   []newMount   // volume mount points to make (volumes.go)
+	made     []*simVolume // the volumes made, which a failure frees
 }
 
 // lxcCreate is pve-container API2/LXC.pm create_vm (L141).
@@ -109,7 +111,7 @@ func (s *Server) lxcCreate(c *call) (any, error) {
 	vmidStr := p.get("vmid")
 	vmid, _ := strconv.Atoi(vmidStr)
 	if p.get("restore") == "1" {
-		return nil, die("pvesim: restore is not simulated")
+		return s.lxcRestore(c)
 	}
 	// PVE 9.0 made unprivileged the default and privileged creation a
 	// Sys.Modify matter (pve-container 6.0.6, commit 103068a).
@@ -215,6 +217,9 @@ func (s *Server) lxcCreate(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.storageOnNode(st.id, c.node); err != nil {
+		return nil, err
+	}
 	if !st.content["rootdir"] {
 		return nil, paramErr1("storage", fmt.Sprintf("storage '%s' does not support container directories", st.id))
 	}
@@ -238,9 +243,12 @@ func (s *Server) lxcCreate(c *call) (any, error) {
 		case mp.typ == "device":
 			return nil, die("pvesim: device mount points are not simulated")
 		case mp.typ == "volume":
-			return nil, die("pvesim: volume mount points are not simulated")
+			continue // made by the worker (volumes.go)
 		}
 		conf[k] = mp.print()
+	}
+	if plan.mounts, err = s.planNewMounts(c.node, conf); err != nil {
+		return nil, err
 	}
 
 	// update_pct_config.
@@ -273,6 +281,9 @@ func (s *Server) lxcCreate(c *call) (any, error) {
 		ct.op.Lock()
 		defer ct.op.Unlock()
 		if err := s.createCT(w, ct, plan, conf); err != nil {
+			for _, v := range plan.made { // destroy_disks
+				s.dropVolume(v)
+			}
 			s.destroyCT(ct)
 			return fmt.Errorf("unable to create CT %d - %v", vmid, err)
 		}
@@ -314,6 +325,11 @@ func (s *Server) createCT(w *worker, ct *container, plan *createPlan, conf map[s
 	ct.disk = d
 	s.mu.Unlock()
 	w.printf("Creating filesystem with %d 4k blocks and %d inodes\n", d.size/4096, d.size/16384)
+	made, err := s.makeMounts(w, ct.node, ct.vmid, plan.mounts, conf)
+	if err != nil {
+		return err
+	}
+	plan.made = made
 
 	// mount_all (LXC.pm L1810) mounts the mount points before the
 	// template is unpacked: a bind mount's host directory must exist, and
@@ -421,8 +437,12 @@ func (s *Server) createCT(w *worker, ct *container, plan *createPlan, conf map[s
 		conf["swap"] = "512"
 	}
 	if s.opts.RealLXC {
-		l, err := pvelxc.Create(s.LXCPath(ct.node), strconv.Itoa(ct.vmid), archive, s.lxcOptions(conf))
+		l, err := pvelxc.Create(s.LXCPath(ct.node), strconv.Itoa(ct.vmid), archive, s.lxcOptions(ct.node, conf))
 		if err != nil {
+			return err
+		}
+		if err := seedVolumes(l.Rootfs, conf, plan.made); err != nil {
+			l.Destroy()
 			return err
 		}
 		s.mu.Lock()
@@ -483,8 +503,9 @@ func isOCIArchive(path string) bool {
 // container and its config.
 func (s *Server) destroyCT(ct *container) {
 	s.mu.Lock()
-	d, l := ct.disk, ct.lxc
+	d, l, conf := ct.disk, ct.lxc, ct.conf
 	s.mu.Unlock()
+	s.freeOwnedVolumes(nil, ct.node, ct.vmid, conf)
 	if l != nil {
 		l.Destroy()
 	} else if s.opts.RealLXC {
@@ -637,12 +658,16 @@ func (s *Server) startCT(w *worker, ct *container) error {
 	if l != nil {
 		rootfs = l.Rootfs
 	}
-	if err := mountBinds(rootfs, bindMounts(conf), false, pvelxc.MapBase, pvelxc.MapBase); err != nil {
+	mounts, err := s.mountList(ct.node, conf)
+	if err == nil {
+		err = mountBinds(rootfs, mounts, false, pvelxc.MapBase, pvelxc.MapBase)
+	}
+	if err != nil {
 		w.printf("%s\n", err)
 		return fmt.Errorf("startup for container '%d' failed", ct.vmid)
 	}
 	if l != nil {
-		if err := s.rewriteLXCConfig(l, conf); err != nil {
+		if err := s.rewriteLXCConfig(ct.node, l, conf); err != nil {
 			return fmt.Errorf("unable to write lxc config - %v", err)
 		}
 		if err := l.Start(); err != nil {
@@ -651,6 +676,9 @@ func (s *Server) startCT(w *worker, ct *container) error {
 		if err := waitStarted(w, l); err != nil {
 			printStderrLog(w, l)
 			return fmt.Errorf("startup for container '%d' failed", ct.vmid)
+		}
+		if l.Running() {
+			s.hostManagedDHCP(w, l, conf)
 		}
 	}
 	s.mu.Lock()
@@ -855,8 +883,9 @@ func (s *Server) lxcDestroy(c *call) (any, error) {
 			return err
 		}
 		s.mu.Lock()
-		d := ct.disk
+		d, conf := ct.disk, ct.conf
 		s.mu.Unlock()
+		s.freeOwnedVolumes(w, ct.node, ct.vmid, conf)
 		if d != nil && d.path == "" {
 			w.printf("  Logical volume \"%s\" successfully removed.\n", strings.TrimPrefix(d.volid, d.storage+":"))
 		}

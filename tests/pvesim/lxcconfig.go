@@ -551,7 +551,7 @@ func bindMounts(conf map[string]string) []*mountPoint {
 }
 
 // lxcOptions is the part of the config pvelxc writes into the LXC config.
-func (s *Server) lxcOptions(conf map[string]string) pvelxc.Options {
+func (s *Server) lxcOptions(node string, conf map[string]string) pvelxc.Options {
 	o := pvelxc.Options{OSType: conf["ostype"], Arch: conf["arch"], Hostname: conf["hostname"], InitCmd: conf["entrypoint"]}
 	if env := conf["env"]; env != "" {
 		o.Env = strings.Split(env, "\x00")
@@ -575,12 +575,14 @@ func (s *Server) lxcOptions(conf map[string]string) pvelxc.Options {
 		}
 	}
 	o.MemoryMB, _ = strconv.Atoi(conf["memory"])
-	// Proxmox mounts bind mount points from its prestart hook
+	// Proxmox mounts mount points from its prestart hook
 	// (lxc-pve-prestart-hook, LXC.pm __mountpoint_mount); the simulator
 	// hands them to LXC as lxc.mount.entry, which has the same effect
-	// inside the container. mountBinds has made the checks and the
-	// directories by then.
-	for _, mp := range bindMounts(conf) {
+	// inside the container: bind mounts, and volumes as bind mounts of
+	// their directories (volumes.go). mountBinds has made the checks and
+	// the directories by then.
+	mounts, _ := s.mountList(node, conf)
+	for _, mp := range mounts {
 		o.Mounts = append(o.Mounts, pvelxc.Mount{Source: mp.m["volume"], Target: mp.m["mp"], ReadOnly: mp.m["ro"] == "1"})
 	}
 	return o
@@ -589,8 +591,8 @@ func (s *Server) lxcOptions(conf map[string]string) pvelxc.Options {
 // rewriteLXCConfig writes the LXC config anew from the container's config
 // before a start, as update_lxc_config does: init command, environment,
 // host name, memory, the first NIC and the bind mounts.
-func (s *Server) rewriteLXCConfig(l *pvelxc.Container, conf map[string]string) error {
-	return l.WriteConfig(s.lxcOptions(conf))
+func (s *Server) rewriteLXCConfig(node string, l *pvelxc.Container, conf map[string]string) error {
+	return l.WriteConfig(s.lxcOptions(node, conf))
 }
 
 func (s *Server) lxcConfigGet(c *call) (any, error) {
@@ -679,6 +681,21 @@ func (s *Server) lxcConfigPut(c *call) (any, error) {
 		case "unprivileged":
 			return nil, die("unable to delete read-only option: '%s'", opt)
 		}
+		// A volume mount point taken out of the config stays as an
+		// unused volume (Config.pm vmconfig_apply_pending with
+		// add_unused_volume); an unusedN deleted is freed.
+		if strings.HasPrefix(opt, "mp") || strings.HasPrefix(opt, "unused") {
+			if vol := volumeOf(opt, conf[opt]); classifyMountpoint(vol) == "volume" {
+				if strings.HasPrefix(opt, "mp") {
+					delete(conf, opt)
+					conf[unusedKey(conf)] = vol
+					continue
+				}
+				if v := s.volume(c.node, vol); v != nil && v.owner == ct.vmid {
+					s.dropVolume(v)
+				}
+			}
+		}
 		delete(conf, opt)
 	}
 	for _, opt := range opts {
@@ -708,7 +725,7 @@ func (s *Server) lxcConfigPut(c *call) (any, error) {
 		return nil, die("%s", err)
 	}
 	if l != nil {
-		if err := s.rewriteLXCConfig(l, conf); err != nil {
+		if err := s.rewriteLXCConfig(c.node, l, conf); err != nil {
 			return nil, die("unable to write lxc config - %v", err)
 		}
 	}

@@ -63,10 +63,10 @@ func TestBindMountCreate(t *testing.T) {
 			code: 403, reason: "Permission check failed (mount point type device is only allowed for root@pam)"},
 		{name: "device for root@pam", a: root, params: url.Values{"mp0": {"/dev/sdb1,mp=/mnt/disk"}},
 			code: 500, reason: "pvesim: device mount points are not simulated"},
-		{name: "new volume", a: root, params: url.Values{"mp0": {"local-lvm:8,mp=/data"}},
-			code: 500, reason: "pvesim: volume mount points are not simulated"},
+		{name: "new volume", a: root, params: url.Values{"mp0": {"local-lvm:8,mp=/data,backup=1"}}, code: 200, exit: "OK",
+			conf: map[string]string{"mp0": "local-lvm:vm-107-disk-1,mp=/data,backup=1,size=8G"}}, // the 7th case: CT 107
 		{name: "existing volume", a: root, params: url.Values{"mp0": {"local-lvm:vm-100-disk-1,mp=/data"}},
-			code: 500, reason: "pvesim: volume mount points are not simulated"},
+			code: 500, reason: "pvesim: attaching the existing volume 'local-lvm:vm-100-disk-1' at create is not simulated"},
 		{name: "no rootfs", a: root, params: url.Values{"rootfs": nil, "mp0": {real + ",mp=/mnt/data"}},
 			code: 500, reason: "mount points configured, but 'rootfs' not set - aborting"},
 		{name: "volume with /../", a: root, params: url.Values{"mp0": {real + "/../etc,mp=/mnt/data"}}, code: 400,

@@ -105,6 +105,7 @@ type Server struct {
 	failNext    map[string]string
 	faults      []*fault // FailNextRequests, ResetNextRequests
 	pidSeq      uint32
+	life        lifeState // volumes, node load, storage nodes, DNS (lifecycle.go)
 
 	// hostBridges maps Options.Bridges to Linux bridges (RealLXC);
 	// ownBridges are those the simulator created.
@@ -387,14 +388,14 @@ func (s *Server) buildRoutes() []*endpoint {
 			return c.who.check("/nodes/"+c.p.get("node"), "Sys.Audit")
 		}, schema{"node": nodeParam()}, s.nodeStatus),
 		ep("GET", "/cluster/nextid", false, nil, schema{"vmid": integer().between("100", "999999999").fmtd(fmtVMID)}, s.nextID),
-		ep("GET", "/nodes/{node}/storage", true, nil, storageIndexSchema, s.storageIndex),
-		ep("GET", "/nodes/{node}/storage/{storage}/status", true, storAny, storageStatusSchema, s.storageStatus),
+		ep("GET", "/nodes/{node}/storage", true, nil, storageIndexSchema, s.storageIndexOnNode),
+		ep("GET", "/nodes/{node}/storage/{storage}/status", true, storAny, storageStatusSchema, s.storageStatusOnNode),
 		ep("POST", "/nodes/{node}/storage/{storage}/upload", false, func(c *call) *apiError {
 			return c.who.check("/storage/"+c.p.get("storage"), "Datastore.AllocateTemplate")
 		}, uploadSchema, s.upload),
-		ep("GET", "/nodes/{node}/storage/{storage}/content", true, storAny, contentIndexSchema, s.contentIndex),
+		ep("GET", "/nodes/{node}/storage/{storage}/content", true, storAny, contentIndexSchema, s.contentIndexWithVolumes),
 		ep("GET", "/nodes/{node}/storage/{storage}/content/{volume...}", true, nil, contentVolumeSchema, s.contentInfo),
-		ep("DELETE", "/nodes/{node}/storage/{storage}/content/{volume...}", true, nil, contentDeleteSchema, s.contentDelete),
+		ep("DELETE", "/nodes/{node}/storage/{storage}/content/{volume...}", true, nil, contentDeleteSchema, s.contentDeleteWithBackups),
 		ep("GET", "/nodes/{node}/tasks/{upid}/status", true, nil, upidSchema, s.taskStatus),
 		ep("GET", "/nodes/{node}/tasks/{upid}/log", true, nil, taskLogSchema, s.taskLog),
 		ep("DELETE", "/nodes/{node}/tasks/{upid}", true, nil, upidSchema, s.taskStop),
@@ -407,6 +408,15 @@ func (s *Server) buildRoutes() []*endpoint {
 		ep("POST", "/nodes/{node}/lxc/{vmid}/status/shutdown", true, vmPerm("VM.PowerMgmt"), lxcShutdownSchema, s.lxcShutdown),
 		ep("GET", "/nodes/{node}/lxc/{vmid}/config", true, vmPerm("VM.Audit"), lxcConfigGetSchema, s.lxcConfigGet),
 		ep("GET", "/nodes/{node}/lxc/{vmid}/interfaces", true, vmPerm("VM.Audit"), vmidSchema, s.lxcInterfaces),
+		// Containers that live on (lifecycle.go).
+		ep("GET", "/cluster/resources", false, nil, clusterResourcesSchema, s.clusterResources),
+		ep("GET", "/nodes/{node}/dns", true, func(c *call) *apiError {
+			return c.who.check("/nodes/"+c.p.get("node"), "Sys.Audit")
+		}, nodeDNSSchema, s.nodeDNS),
+		ep("POST", "/nodes/{node}/vzdump", true, nil, vzdumpSchema, s.vzdump),
+		ep("GET", "/nodes/{node}/vzdump/extractconfig", true, nil, extractConfigSchema, s.extractConfig),
+		ep("POST", "/nodes/{node}/lxc/{vmid}/move_volume", true, vmPerm("VM.Config.Disk"), moveVolumeSchema, s.lxcMoveVolume),
+		ep("POST", "/nodes/{node}/lxc/{vmid}/migrate", true, vmPerm("VM.Migrate"), migrateSchema, s.lxcMigrate),
 		ep("PUT", "/nodes/{node}/lxc/{vmid}/config", true, func(c *call) *apiError {
 			return c.who.checkAny("/vms/"+c.p.get("vmid"), "VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory", "VM.Config.Network", "VM.Config.Options")
 		}, lxcConfigPutSchema(s.atLeast(9, 1)), s.lxcConfigPut),
