@@ -3,14 +3,12 @@ package registry
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -21,7 +19,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 )
@@ -619,66 +616,14 @@ func (p *Puller) source(ref Reference) (source, error) {
 // remote builds the endpoints of a registry reference: its mirrors, then the
 // registry itself unless a mirror replaces it.
 func (p *Puller) remote(ref Reference) (source, error) {
-	kc := p.opts.Keychain
-	switch {
-	case p.opts.Auth != nil:
-		kc = authn.NewMultiKeychain(staticKeychain{registry: ref.Name.Context().RegistryStr(), auth: authn.FromConfig(*p.opts.Auth)}, kc)
-	case p.opts.Username != "" || p.opts.Password != "":
-		kc = authn.NewMultiKeychain(staticKeychain{
-			registry: ref.Name.Context().RegistryStr(),
-			auth:     authn.FromConfig(authn.AuthConfig{Username: p.opts.Username, Password: p.opts.Password}),
-		}, kc)
-	}
-	base := func(insecure []string, skipVerify, fallback bool) http.RoundTripper {
-		next := p.opts.Transport
-		if skipVerify {
-			if t, ok := next.(*http.Transport); ok {
-				t = t.Clone()
-				t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
-				next = t
-			}
-		}
-		var rt http.RoundTripper = &httpsOnly{next: next, insecure: insecure}
-		rt = &stallTransport{next: rt, timeout: p.policy.stall}
-		rt = &retryTransport{next: rt, policy: p.policy, noDialRetry: fallback}
-		return transport.NewUserAgent(rt, userAgent(p.opts.Version))
+	eps, err := endpoints(p.opts, p.policy, ref.Name.Context())
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", ref, err)
 	}
 	src := &remoteSource{ref: ref.Name}
-	upstream := true
-	repoPath := ref.Name.Context().RepositoryStr()
-	mirrors := p.opts.Mirrors.For(ref.Name.Context().RegistryStr())
-	for _, m := range mirrors {
-		if m.Server {
-			upstream = false
-		}
-	}
-	for i, m := range mirrors {
-		u, _ := url.Parse(m.URL)
-		opts := []name.Option{name.WeakValidation}
-		insecure := append([]string{}, p.opts.Insecure...)
-		if u.Scheme == "http" {
-			opts = append(opts, name.Insecure)
-			insecure = append(insecure, u.Host)
-		}
-		repo, err := name.NewRepository(u.Host+"/"+repoPath, opts...)
-		if err != nil {
-			return nil, fmt.Errorf("image %s: mirror %s: %w", ref, m.URL, err)
-		}
-		auth, err := p.opts.Keychain.Resolve(repo)
-		if err != nil {
-			auth = authn.Anonymous
-		}
-		another := i < len(mirrors)-1 || upstream
-		src.endpoints = append(src.endpoints, &endpoint{repo: repo, auth: auth, base: base(insecure, m.SkipVerify, another),
-			resolve: m.Resolve || m.Server, policy: p.policy, plainHTTP: plainHTTP(u.Host, insecure)})
-	}
-	if upstream {
-		auth, err := kc.Resolve(ref.Name.Context())
-		if err != nil {
-			return nil, fmt.Errorf("image %s: credentials: %w", ref, err)
-		}
-		src.endpoints = append(src.endpoints, &endpoint{repo: ref.Name.Context(), auth: auth, base: base(p.opts.Insecure, false, false),
-			resolve: true, policy: p.policy, plainHTTP: plainHTTP(ref.Name.Context().RegistryStr(), p.opts.Insecure)})
+	for _, e := range eps {
+		src.endpoints = append(src.endpoints, &endpoint{repo: e.Repo, auth: e.Auth, base: e.Transport,
+			resolve: e.Resolve, policy: p.policy, plainHTTP: e.PlainHTTP})
 	}
 	return src, nil
 }

@@ -64,7 +64,7 @@ func ParseReference(s string, insecure []string) (Reference, error) {
 	if err == nil {
 		err = checkRepository(ref.Context().RepositoryStr())
 	}
-	if err == nil && plainHTTP(ref.Context().RegistryStr(), insecure) {
+	if err == nil && PlainHTTP(ref.Context().RegistryStr(), insecure) {
 		ref, err = name.ParseReference(s, name.WeakValidation, name.Insecure)
 	}
 	if err != nil {

@@ -117,7 +117,10 @@ func (e *StallError) Error() string {
 
 // retryTransport retries GET and HEAD requests that fail before a response
 // or with a status a registry uses for passing trouble (408, 429, 5xx),
-// honouring Retry-After up to MaxRetryAfter.
+// honouring Retry-After up to MaxRetryAfter. Other requests go through
+// once: a PATCH that fails may have left part of its body in the upload
+// session, so only the whole upload can be tried again, and that is
+// go-containerregistry's remote.Write's job (Endpoint.RemoteOptions).
 type retryTransport struct {
 	next   http.RoundTripper
 	policy *retryPolicy
@@ -223,9 +226,13 @@ func isDial(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// stallTransport fails a request when no bytes arrive for the timeout:
-// while waiting for the response, and between reads of its body. A
-// registry that stops sending would otherwise hold a pull for ever.
+// stallTransport fails a request when no bytes move for the timeout:
+// while its body is being sent, while waiting for the response, and
+// between reads of the response body. A registry that stops sending, or
+// stops taking an upload, would otherwise hold a pull or a push for ever.
+// An upload receives nothing until its body is sent, so each request-body
+// byte read for sending counts as progress too: a long upload that keeps
+// moving is never taken for a stall.
 type stallTransport struct {
 	next    http.RoundTripper
 	timeout time.Duration
@@ -235,7 +242,22 @@ func (t *stallTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithCancelCause(req.Context())
 	stalled := &StallError{Timeout: t.timeout}
 	timer := time.AfterFunc(t.timeout, func() { cancel(stalled) })
-	resp, err := t.next.RoundTrip(req.WithContext(ctx))
+	out := req.WithContext(ctx)
+	if req.Body != nil && req.Body != http.NoBody {
+		out.Body = &sendingBody{ReadCloser: req.Body, timer: timer, timeout: t.timeout}
+		if req.GetBody != nil {
+			// net/http sends the body again from GetBody when a reused
+			// connection turns out to be dead; that counts as well.
+			out.GetBody = func() (io.ReadCloser, error) {
+				b, err := req.GetBody()
+				if err != nil {
+					return nil, err
+				}
+				return &sendingBody{ReadCloser: b, timer: timer, timeout: t.timeout}, nil
+			}
+		}
+	}
+	resp, err := t.next.RoundTrip(out)
 	if err != nil {
 		timer.Stop()
 		if context.Cause(ctx) == stalled {
@@ -247,6 +269,24 @@ func (t *stallTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	timer.Reset(t.timeout)
 	resp.Body = &watchedBody{ReadCloser: resp.Body, ctx: ctx, cancel: cancel, timer: timer, timeout: t.timeout, stalled: stalled}
 	return resp, nil
+}
+
+// sendingBody is a request body that pushes the stall timer back whenever
+// net/http reads from it to send. It reads only as fast as the connection
+// takes bytes (once the socket buffers are full), so a registry that
+// stops taking the upload stops it.
+type sendingBody struct {
+	io.ReadCloser
+	timer   *time.Timer
+	timeout time.Duration
+}
+
+func (b *sendingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.timer.Reset(b.timeout)
+	}
+	return n, err
 }
 
 type watchedBody struct {

@@ -25,10 +25,15 @@
 // SHA-256 the config records. Anything that does not match is refused
 // (template.Builder then converts locally, with a warning).
 //
-// Registries are reached with the rules pulling images follows: Docker's
-// config.json and credential helpers (or explicit credentials), plain HTTP
-// only for loopback and --insecure-registry hosts, mirrors tried first for
-// lookups (never for pushes), retries with backoff, and a stall timeout.
+// Registries are reached exactly as pulls reach them, through the registry
+// package's endpoints and transport (registry.Endpoints, registry.Upstream,
+// registry.NewTransport): Docker's config.json and credential helpers (or
+// explicit credentials), plain HTTP only for loopback and
+// --insecure-registry hosts (registry.PlainHTTP), mirrors tried first for
+// lookups (never for pushes), GET and HEAD retried with backoff and
+// Retry-After, uploads started again as a whole, and a stall timeout that
+// counts bytes sent as well as received. A blob download that breaks
+// midway is fetched again from its start, within the retries.
 //
 // tmplreg sits between cmd/batch and template: it imports template (for
 // Meta and the Remote interface it implements), registry (references,

@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/pve-image/pve-image/registry"
@@ -44,14 +45,14 @@ func (e *invalidError) Error() string { return fmt.Sprintf("artifact %s: %v", e.
 func (e *invalidError) Unwrap() error { return e.err }
 
 // lookupAt reads and checks the artifact under key's tag at e.
-func (s *Store) lookupAt(ctx context.Context, e *endpoint, p *remote.Puller, key string) (*artifact, error) {
+func (s *Store) lookupAt(ctx context.Context, e *registry.Endpoint, p *remote.Puller, key string) (*artifact, error) {
 	tag := KeyTag(key)
-	d, err := p.Get(ctx, e.repo.Tag(tag))
+	d, err := p.Get(ctx, e.Repo.Tag(tag))
 	if err != nil {
 		return nil, err
 	}
 	invalid := func(format string, args ...any) (*artifact, error) {
-		return nil, &invalidError{tag: e.repo.Tag(tag).String(), err: fmt.Errorf(format, args...)}
+		return nil, &invalidError{tag: e.Repo.Tag(tag).String(), err: fmt.Errorf(format, args...)}
 	}
 	if d.Size > maxManifest {
 		return invalid("manifest of %d bytes; the limit is %d", d.Size, maxManifest)
@@ -86,7 +87,7 @@ func (s *Store) lookupAt(ctx context.Context, e *endpoint, p *remote.Puller, key
 	if err != nil {
 		var ie *invalidError
 		if errors.As(err, &ie) {
-			ie.tag = e.repo.Tag(tag).String()
+			ie.tag = e.Repo.Tag(tag).String()
 		}
 		return nil, err
 	}
@@ -105,8 +106,8 @@ func (s *Store) lookupAt(ctx context.Context, e *endpoint, p *remote.Puller, key
 
 // readBlob reads a small blob whole, bounded and checked against its
 // digest.
-func (s *Store) readBlob(ctx context.Context, e *endpoint, d v1.Descriptor, limit int64) ([]byte, error) {
-	l, err := remote.Layer(e.repo.Digest(d.Digest.String()), s.remoteOptions(ctx, e)...)
+func (s *Store) readBlob(ctx context.Context, e *registry.Endpoint, d v1.Descriptor, limit int64) ([]byte, error) {
+	l, err := remote.Layer(e.Repo.Digest(d.Digest.String()), e.RemoteOptions(ctx)...)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +165,7 @@ func (s *Store) FetchTemplate(ctx context.Context, req template.RemoteRequest) (
 	}
 	var errs []error
 	for _, e := range eps {
-		p, err := remote.NewPuller(s.remoteOptions(ctx, e)...)
+		p, err := remote.NewPuller(e.RemoteOptions(ctx)...)
 		if err != nil {
 			return template.Meta{}, err
 		}
@@ -174,7 +175,7 @@ func (s *Store) FetchTemplate(ctx context.Context, req template.RemoteRequest) (
 		}
 		if err == nil {
 			if werr := want(a.cfg, req); werr != nil {
-				err = &invalidError{tag: e.repo.Tag(KeyTag(req.Key)).String(), err: werr}
+				err = &invalidError{tag: e.Repo.Tag(KeyTag(req.Key)).String(), err: werr}
 			}
 		}
 		if err == nil {
@@ -214,7 +215,7 @@ func (s *Store) Lookup(ctx context.Context, key string) (*Config, error) {
 	}
 	var errs []error
 	for _, e := range eps {
-		p, err := remote.NewPuller(s.remoteOptions(ctx, e)...)
+		p, err := remote.NewPuller(e.RemoteOptions(ctx)...)
 		if err != nil {
 			return nil, err
 		}
@@ -240,7 +241,7 @@ func (s *Store) Lookup(ctx context.Context, key string) (*Config, error) {
 // against its digest and the whole against the config's SHA-256. A blob
 // whose download breaks is fetched again from its start, within the
 // retries.
-func (s *Store) download(ctx context.Context, e *endpoint, a *artifact, path string) error {
+func (s *Store) download(ctx context.Context, e *registry.Endpoint, a *artifact, path string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
@@ -257,7 +258,7 @@ func (s *Store) download(ctx context.Context, e *endpoint, a *artifact, path str
 		}
 		for attempt := 0; ; attempt++ {
 			err = s.downloadBlob(ctx, e, l, io.MultiWriter(f, whole))
-			if err == nil || ctx.Err() != nil || attempt >= s.opts.Retries || isInvalid(err) {
+			if err == nil || ctx.Err() != nil || attempt >= s.opts.Retries || !brokeMidway(err) {
 				break
 			}
 			s.log.Warn("template registry: blob download broke; fetching it again", "blob", l.Digest, "error", err)
@@ -285,6 +286,15 @@ func (s *Store) download(ctx context.Context, e *endpoint, a *artifact, path str
 	return f.Close()
 }
 
+// brokeMidway says whether a blob download failed while its body was
+// coming (the connection broke, ended early or stalled): worth fetching
+// again. An answer the registry gave, and a request the transport
+// already retried, are not.
+func brokeMidway(err error) bool {
+	var te *transport.Error
+	return !isInvalid(err) && !errors.As(err, new(*registry.GaveUpError)) && !errors.As(err, &te)
+}
+
 func isInvalid(err error) bool {
 	var ie *invalidError
 	return errors.As(err, &ie)
@@ -292,22 +302,20 @@ func isInvalid(err error) bool {
 
 // downloadBlob writes blob l to w, bounded by its declared size, and
 // checks its digest.
-func (s *Store) downloadBlob(ctx context.Context, e *endpoint, l v1.Descriptor, w io.Writer) error {
-	g := newGuard(ctx, s.opts.StallTimeout)
-	defer g.stop()
-	rl, err := remote.Layer(e.repo.Digest(l.Digest.String()), s.remoteOptions(g.ctx, e)...)
+func (s *Store) downloadBlob(ctx context.Context, e *registry.Endpoint, l v1.Descriptor, w io.Writer) error {
+	rl, err := remote.Layer(e.Repo.Digest(l.Digest.String()), e.RemoteOptions(ctx)...)
 	if err != nil {
-		return g.err(err)
+		return err
 	}
 	rc, err := rl.Compressed()
 	if err != nil {
-		return g.err(err)
+		return err
 	}
 	defer rc.Close()
 	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(w, h), io.LimitReader(&guardedReader{r: rc, g: g}, l.Size+1), make([]byte, 1<<20))
+	n, err := io.CopyBuffer(io.MultiWriter(w, h), io.LimitReader(rc, l.Size+1), make([]byte, 1<<20))
 	if err != nil && !isDigestError(err) {
-		return g.err(err)
+		return err
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); n != l.Size || got != l.Digest.Hex {
 		return &invalidError{tag: l.Digest.String(), err: fmt.Errorf("blob %s: %d bytes hashing to sha256:%s; declared %d bytes", l.Digest, n, got, l.Size)}

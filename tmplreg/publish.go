@@ -79,11 +79,11 @@ func (s *Store) Publish(ctx context.Context, t Template, po PublishOptions) (*Pu
 	if err != nil {
 		return nil, err
 	}
-	pusher, err := remote.NewPusher(s.remoteOptions(ctx, e)...)
+	pusher, err := remote.NewPusher(e.RemoteOptions(ctx)...)
 	if err != nil {
 		return nil, explain("push templates to", e, err)
 	}
-	puller, err := remote.NewPuller(s.remoteOptions(ctx, e)...)
+	puller, err := remote.NewPuller(e.RemoteOptions(ctx)...)
 	if err != nil {
 		return nil, explain("push templates to", e, err)
 	}
@@ -110,7 +110,7 @@ func (s *Store) Publish(ctx context.Context, t Template, po PublishOptions) (*Pu
 	}
 	m := rawManifest{raw: raw, mt: types.OCIManifestSchema1}
 	out.Digest, _, _ = v1.SHA256(bytes.NewReader(raw))
-	out.Ref = e.repo.Digest(out.Digest.String()).String()
+	out.Ref = e.Repo.Digest(out.Digest.String()).String()
 	var tags []string
 	if t.Key != "" {
 		tags = append(tags, KeyTag(t.Key))
@@ -122,7 +122,7 @@ func (s *Store) Publish(ctx context.Context, t Template, po PublishOptions) (*Pu
 		if tag == KeyTag(t.Key) && have {
 			continue // found under it
 		}
-		if err := pusher.Put(ctx, e.repo.Tag(tag), m); err != nil {
+		if err := pusher.Put(ctx, e.Repo.Tag(tag), m); err != nil {
 			return nil, explain("push templates to", e, err)
 		}
 	}
@@ -186,7 +186,7 @@ func (s *Store) configOf(t Template) *Config {
 
 // existing returns the manifest stored under t's key tag when it is t's
 // (same bytes): nothing then needs uploading.
-func (s *Store) existing(ctx context.Context, e *endpoint, p *remote.Puller, t Template) ([]byte, bool, error) {
+func (s *Store) existing(ctx context.Context, e *registry.Endpoint, p *remote.Puller, t Template) ([]byte, bool, error) {
 	if t.Key == "" {
 		return nil, false, nil
 	}
@@ -211,7 +211,7 @@ func (s *Store) existing(ctx context.Context, e *endpoint, p *remote.Puller, t T
 }
 
 // upload sends t's blobs and config and returns its manifest.
-func (s *Store) upload(ctx context.Context, e *endpoint, p *remote.Pusher, t Template, cfg *Config) ([]byte, error) {
+func (s *Store) upload(ctx context.Context, e *registry.Endpoint, p *remote.Pusher, t Template, cfg *Config) ([]byte, error) {
 	chunks, err := s.chunks(ctx, t, cfg)
 	if err != nil {
 		return nil, err
@@ -222,11 +222,7 @@ func (s *Store) upload(ctx context.Context, e *endpoint, p *remote.Pusher, t Tem
 		if err != nil {
 			return nil, err
 		}
-		g := newGuard(ctx, s.opts.StallTimeout)
-		c.guard = g
-		err = p.Upload(g.ctx, e.repo, l)
-		g.stop()
-		if err = g.err(err); err != nil {
+		if err := p.Upload(ctx, e.Repo, l); err != nil {
 			return nil, explain("push templates to", e, fmt.Errorf("upload %s: %w", c.title, err))
 		}
 		layers = append(layers, c.descriptor())
@@ -236,7 +232,7 @@ func (s *Store) upload(ctx context.Context, e *endpoint, p *remote.Pusher, t Tem
 		return nil, err
 	}
 	cl := static.NewLayer(cj, ConfigMediaType)
-	if err := p.Upload(ctx, e.repo, cl); err != nil {
+	if err := p.Upload(ctx, e.Repo, cl); err != nil {
 		return nil, explain("push templates to", e, fmt.Errorf("upload config: %w", err))
 	}
 	cd, _ := cl.Digest()
@@ -281,7 +277,6 @@ type chunk struct {
 	mt        types.MediaType
 	title     string
 	n, of     int
-	guard     *guard
 }
 
 func (c *chunk) Digest() (v1.Hash, error)            { return c.digest, nil }
@@ -292,14 +287,10 @@ func (c *chunk) Compressed() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	var r io.Reader = io.NewSectionReader(f, c.off, c.size)
-	if c.guard != nil {
-		r = &guardedReader{r: r, g: c.guard}
-	}
 	return struct {
 		io.Reader
 		io.Closer
-	}{r, f}, nil
+	}{io.NewSectionReader(f, c.off, c.size), f}, nil
 }
 
 func (c *chunk) descriptor() v1.Descriptor {
@@ -379,13 +370,13 @@ func (m rawManifest) MediaType() (types.MediaType, error) { return m.mt, nil }
 // composing, and composes again until what it reads after writing is what
 // it wrote. The last writer then always holds every platform pushed before
 // it, so no platform is lost from the index.
-func (s *Store) composeIndex(ctx context.Context, e *endpoint, pusher *remote.Pusher, puller *remote.Puller, tag string, cfg *Config, siblings []v1.Platform) error {
+func (s *Store) composeIndex(ctx context.Context, e *registry.Endpoint, pusher *remote.Pusher, puller *remote.Puller, tag string, cfg *Config, siblings []v1.Platform) error {
 	own, err := registry.ParsePlatform(cfg.Source.Platform)
 	if err != nil {
 		return err
 	}
 	candidates := append([]v1.Platform{own}, siblings...)
-	if d, err := puller.Get(ctx, e.repo.Tag(tag)); err == nil && d.MediaType.IsIndex() && d.Size <= maxManifest {
+	if d, err := puller.Get(ctx, e.Repo.Tag(tag)); err == nil && d.MediaType.IsIndex() && d.Size <= maxManifest {
 		if idx, err := v1.ParseIndexManifest(bytes.NewReader(d.Manifest)); err == nil {
 			for _, m := range idx.Manifests {
 				if m.Platform != nil {
@@ -405,17 +396,17 @@ func (s *Store) composeIndex(ctx context.Context, e *endpoint, pusher *remote.Pu
 		if bytes.Equal(raw, last) {
 			return nil
 		}
-		if err := pusher.Put(ctx, e.repo.Tag(tag), rawManifest{raw: raw, mt: types.OCIImageIndex}); err != nil {
+		if err := pusher.Put(ctx, e.Repo.Tag(tag), rawManifest{raw: raw, mt: types.OCIImageIndex}); err != nil {
 			return explain("push templates to", e, err)
 		}
 		last = raw
 	}
-	return fmt.Errorf("index %s:%s: still changing under other publishers after 8 writes", e.repo, tag)
+	return fmt.Errorf("index %s:%s: still changing under other publishers after 8 writes", e.Repo, tag)
 }
 
 // gather reads the platform artifacts under tag's platform tags and
 // returns the index of those belonging to cfg's source and options.
-func (s *Store) gather(ctx context.Context, e *endpoint, puller *remote.Puller, tag string, cfg *Config, candidates []v1.Platform) ([]byte, error) {
+func (s *Store) gather(ctx context.Context, e *registry.Endpoint, puller *remote.Puller, tag string, cfg *Config, candidates []v1.Platform) ([]byte, error) {
 	seen := map[string]bool{}
 	var ms []v1.Descriptor
 	for _, p := range candidates {
@@ -424,7 +415,7 @@ func (s *Store) gather(ctx context.Context, e *endpoint, puller *remote.Puller, 
 			continue
 		}
 		seen[pt] = true
-		d, err := puller.Get(ctx, e.repo.Tag(pt))
+		d, err := puller.Get(ctx, e.Repo.Tag(pt))
 		if notFound(err) {
 			continue
 		}

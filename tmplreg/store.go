@@ -2,21 +2,17 @@ package tmplreg
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/pve-image/pve-image/registry"
@@ -43,17 +39,18 @@ type Options struct {
 	// Transport carries requests; nil means remote.DefaultTransport.
 	Transport http.RoundTripper
 	// Retries is how often a request failing in a passing way (connection
-	// trouble, 408, 429, 5xx) and a broken blob download are tried again; 0
-	// means registry.DefaultRetries, negative none.
+	// trouble, 408, 429, 5xx, a stall), an upload and a broken blob
+	// download are tried again, as registry.Options.Retries says; 0 means
+	// registry.DefaultRetries, negative none.
 	Retries int
-	// StallTimeout abandons a download or upload that moves no byte for
-	// this long; 0 means registry.DefaultStallTimeout.
+	// StallTimeout abandons a request, download or upload that moves no
+	// byte for this long; 0 means registry.DefaultStallTimeout.
 	StallTimeout time.Duration
 	// ChunkSize bounds the blobs a template is stored in; 0 means
 	// DefaultChunkSize.
 	ChunkSize int64
-	// UserAgent names the client.
-	UserAgent string
+	// Version goes into the User-Agent, as registry.Options.Version.
+	Version string
 	// Log hears what the store decides; nil discards it.
 	Log *slog.Logger
 }
@@ -62,7 +59,10 @@ type Options struct {
 type Store struct {
 	repo name.Repository
 	opts Options
-	log  *slog.Logger
+	// ro reaches the registry and its mirrors as pulls do: the same
+	// transport, plain-HTTP rule, retries and stall timeout.
+	ro  registry.Options
+	log *slog.Logger
 
 	// broken is why lookups stopped: after the registry refused access or
 	// could not be reached (retries spent), it is not asked again for
@@ -115,9 +115,14 @@ func NewRepository(repo name.Repository, opts Options) *Store {
 	if opts.Keychain == nil {
 		opts.Keychain = authn.DefaultKeychain
 	}
-	if opts.Transport == nil {
-		opts.Transport = remote.DefaultTransport
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
+	// Retries as given: registry.Options reads 0 as the default, as we do.
+	ro := registry.Options{Insecure: opts.Insecure, Mirrors: opts.Mirrors, Username: opts.Username, Password: opts.Password,
+		Keychain: opts.Keychain, Transport: opts.Transport, Version: opts.Version, Retries: opts.Retries,
+		StallTimeout: opts.StallTimeout, Log: log}
 	if opts.Retries == 0 {
 		opts.Retries = registry.DefaultRetries
 	}
@@ -130,136 +135,29 @@ func NewRepository(repo name.Repository, opts Options) *Store {
 	if opts.ChunkSize <= 0 {
 		opts.ChunkSize = DefaultChunkSize
 	}
-	log := opts.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Store{repo: repo, opts: opts, log: log}
+	return &Store{repo: repo, opts: opts, ro: ro, log: log}
 }
 
 // Repository is the store's REGISTRY/REPO.
 func (s *Store) Repository() string { return s.repo.Name() }
 
-// endpoint is where requests for the store go: a mirror, or the registry.
-type endpoint struct {
-	repo name.Repository
-	auth authn.Authenticator
-	tr   http.RoundTripper
-}
-
 // readEndpoints are the mirrors of the store's registry, then the registry
-// itself unless a mirror replaces it (hosts.toml's server).
-func (s *Store) readEndpoints() ([]*endpoint, error) {
-	var out []*endpoint
-	upstream := true
-	ms := s.opts.Mirrors.For(s.repo.RegistryStr())
-	for _, m := range ms {
-		if m.Server {
-			upstream = false
-		}
+// itself unless a mirror replaces it (hosts.toml's server), as pulls read.
+func (s *Store) readEndpoints() ([]*registry.Endpoint, error) {
+	eps, err := registry.Endpoints(s.ro, s.repo)
+	if err != nil {
+		return nil, fmt.Errorf("template registry %s: %w", s.repo.RegistryStr(), err)
 	}
-	for _, m := range ms {
-		u, err := url.Parse(m.URL)
-		if err != nil {
-			return nil, fmt.Errorf("mirror %s: %w", m.URL, err)
-		}
-		opts := []name.Option{name.WeakValidation}
-		insecure := append([]string{}, s.opts.Insecure...)
-		if u.Scheme == "http" {
-			opts = append(opts, name.Insecure)
-			insecure = append(insecure, u.Host)
-		}
-		repo, err := name.NewRepository(u.Host+"/"+s.repo.RepositoryStr(), opts...)
-		if err != nil {
-			return nil, fmt.Errorf("mirror %s: %w", m.URL, err)
-		}
-		auth, err := s.opts.Keychain.Resolve(repo)
-		if err != nil {
-			auth = authn.Anonymous
-		}
-		out = append(out, &endpoint{repo: repo, auth: auth, tr: s.transport(insecure, m.SkipVerify)})
-	}
-	if upstream {
-		e, err := s.upstream()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, nil
+	return eps, nil
 }
 
 // upstream is the store's own registry, the only one pushed to.
-func (s *Store) upstream() (*endpoint, error) {
-	var auth authn.Authenticator
-	if s.opts.Username != "" || s.opts.Password != "" {
-		auth = authn.FromConfig(authn.AuthConfig{Username: s.opts.Username, Password: s.opts.Password})
-	} else {
-		var err error
-		if auth, err = s.opts.Keychain.Resolve(s.repo); err != nil {
-			return nil, fmt.Errorf("template registry %s: credentials: %w", s.repo.RegistryStr(), err)
-		}
+func (s *Store) upstream() (*registry.Endpoint, error) {
+	e, err := registry.Upstream(s.ro, s.repo)
+	if err != nil {
+		return nil, fmt.Errorf("template registry %s: %w", s.repo.RegistryStr(), err)
 	}
-	return &endpoint{repo: s.repo, auth: auth, tr: s.transport(s.opts.Insecure, false)}, nil
-}
-
-func (s *Store) transport(insecure []string, skipVerify bool) http.RoundTripper {
-	next := s.opts.Transport
-	if skipVerify {
-		if t, ok := next.(*http.Transport); ok {
-			t = t.Clone()
-			t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
-			next = t
-		}
-	}
-	return &httpsOnly{next: next, insecure: insecure}
-}
-
-// remoteOptions are go-containerregistry's options for a call to e.
-func (s *Store) remoteOptions(ctx context.Context, e *endpoint) []remote.Option {
-	return []remote.Option{
-		remote.WithContext(ctx),
-		remote.WithAuth(e.auth),
-		remote.WithTransport(e.tr),
-		remote.WithUserAgent(s.opts.UserAgent),
-		remote.WithRetryBackoff(remote.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: s.opts.Retries + 1}),
-	}
-}
-
-// httpsOnly sends plain-HTTP requests over HTTPS unless the host may be
-// reached without TLS, as registry pulls do: go-containerregistry picks
-// plain HTTP for private (RFC 1918) addresses on its own, and credentials
-// and templates would cross the LAN unprotected.
-type httpsOnly struct {
-	next     http.RoundTripper
-	insecure []string
-}
-
-func (t *httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" && !plainHTTP(req.URL.Host, t.insecure) {
-		r := req.Clone(req.Context())
-		r.URL.Scheme = "https"
-		return t.next.RoundTrip(r)
-	}
-	return t.next.RoundTrip(req)
-}
-
-// plainHTTP is registry's rule: listed hosts, localhost and loopback.
-func plainHTTP(hostport string, insecure []string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	for _, h := range insecure {
-		if strings.EqualFold(h, hostport) || strings.EqualFold(h, host) {
-			return true
-		}
-	}
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return e, nil
 }
 
 // RegistryError is a template registry refusing or failing a request, said
@@ -299,6 +197,15 @@ func (e *RegistryError) Error() string {
 	case e.Status == http.StatusInsufficientStorage:
 		return s + ": it is out of space or over its quota"
 	}
+	var gu *registry.GaveUpError
+	if errors.As(e.Err, &gu) {
+		// Passing trouble (429, 5xx) that lasted through every retry.
+		plural := "s"
+		if gu.Attempts == 1 {
+			plural = ""
+		}
+		return fmt.Sprintf("%s (gave up after %d attempt%s)", s, gu.Attempts, plural)
+	}
 	return s
 }
 
@@ -313,7 +220,7 @@ func forUser(u string) string {
 
 // explain turns go-containerregistry's errors for e into RegistryErrors
 // where the registry answered with a refusal.
-func explain(op string, e *endpoint, err error) error {
+func explain(op string, e *registry.Endpoint, err error) error {
 	var re *RegistryError
 	if err == nil || errors.As(err, &re) {
 		return err
@@ -321,16 +228,16 @@ func explain(op string, e *endpoint, err error) error {
 	var te *transport.Error
 	if !errors.As(err, &te) || te.StatusCode == http.StatusNotFound || te.StatusCode < 400 {
 		if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
-			host := e.repo.RegistryStr()
+			host := e.Repo.RegistryStr()
 			return fmt.Errorf("%w: template registry %s speaks plain HTTP, not HTTPS; pass --insecure-registry %s to reach it without TLS", err, host, host)
 		}
-		return fmt.Errorf("template registry %s: %w", e.repo.RegistryStr(), err)
+		return fmt.Errorf("template registry %s: %w", e.Repo.RegistryStr(), err)
 	}
-	r := &RegistryError{Registry: e.repo.RegistryStr(), Repository: e.repo.RepositoryStr(), Op: op, Status: te.StatusCode, Err: err}
+	r := &RegistryError{Registry: e.Repo.RegistryStr(), Repository: e.Repo.RepositoryStr(), Op: op, Status: te.StatusCode, Err: err}
 	if len(te.Errors) > 0 {
 		r.Code, r.Message = string(te.Errors[0].Code), te.Errors[0].Message
 	}
-	if cfg, cerr := authn.Authorization(context.Background(), e.auth); cerr == nil && cfg != nil {
+	if cfg, cerr := authn.Authorization(context.Background(), e.Auth); cerr == nil && cfg != nil {
 		r.Sent = cfg.Username != "" || cfg.Password != "" || cfg.Auth != "" || cfg.IdentityToken != "" || cfg.RegistryToken != ""
 		r.User = cfg.Username
 	}
@@ -345,11 +252,17 @@ func notFound(err error) bool {
 
 // unreachable says whether err means the registry could not be asked at
 // all, or refused access: then asking it again for the next template of
-// the run only costs time.
+// the run only costs time. Passing trouble (connection trouble, a stall,
+// 408, 429, 5xx) reaches here only once the retries are spent.
 func unreachable(err error) bool {
 	var re *RegistryError
-	if errors.As(err, &re) {
-		return re.Status == http.StatusUnauthorized || re.Status == http.StatusForbidden
+	if errors.As(err, &re) && (re.Status == http.StatusUnauthorized || re.Status == http.StatusForbidden) {
+		return true
+	}
+	var gu *registry.GaveUpError
+	var st *registry.StallError
+	if errors.As(err, &gu) || errors.As(err, &st) {
+		return true
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {
@@ -357,64 +270,5 @@ func unreachable(err error) bool {
 	}
 	var op *net.OpError
 	var dns *net.DNSError
-	return errors.As(err, &op) || errors.As(err, &dns) || errors.Is(err, errStalled)
-}
-
-// errStalled is a transfer that moved nothing for the stall timeout.
-var errStalled = errors.New("stalled")
-
-// guard cancels a transfer's context when it moves no byte for d; the
-// reader it wraps reports errStalled then.
-type guard struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	t      *time.Timer
-	d      time.Duration
-
-	mu      sync.Mutex
-	stalled bool
-}
-
-func newGuard(ctx context.Context, d time.Duration) *guard {
-	g := &guard{d: d}
-	g.ctx, g.cancel = context.WithCancel(ctx)
-	g.t = time.AfterFunc(d, func() {
-		g.mu.Lock()
-		g.stalled = true
-		g.mu.Unlock()
-		g.cancel()
-	})
-	return g
-}
-
-func (g *guard) moved() { g.t.Reset(g.d) }
-
-func (g *guard) stop() {
-	g.t.Stop()
-	g.cancel()
-}
-
-// err is what a failed transfer's error becomes: errStalled when the guard
-// fired.
-func (g *guard) err(err error) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.stalled && err != nil {
-		return fmt.Errorf("nothing arrived for %s: %w", g.d, errStalled)
-	}
-	return err
-}
-
-// guardedReader resets its guard whenever bytes pass.
-type guardedReader struct {
-	r io.Reader
-	g *guard
-}
-
-func (r *guardedReader) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	if n > 0 {
-		r.g.moved()
-	}
-	return n, err
+	return errors.As(err, &op) || errors.As(err, &dns)
 }

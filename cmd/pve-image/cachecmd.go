@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pve-image/pve-image/batch"
 	"github.com/pve-image/pve-image/cache"
 	"github.com/pve-image/pve-image/template"
 )
@@ -89,7 +90,7 @@ flags, only work files left by interrupted runs are removed.`,
 				}
 			}
 			if maxSize != "" {
-				if opts.MaxSize, err = parseSize(maxSize); err != nil {
+				if opts.MaxSize, err = batch.ParseSize(maxSize); err != nil {
 					return fmt.Errorf("--max-size: %w", err)
 				}
 				if opts.MaxSize == 0 {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pve-image/pve-image/batch"
 	"github.com/pve-image/pve-image/imgconv"
 	"github.com/pve-image/pve-image/template"
 )
@@ -34,7 +35,7 @@ func (f *convertFlags) register(cmd *cobra.Command) {
 }
 
 func (f *convertFlags) options(c template.Compression) (template.Options, error) {
-	max, err := parseSize(f.maxSize)
+	max, err := batch.ParseSize(f.maxSize)
 	if err != nil {
 		return template.Options{}, fmt.Errorf("--max-size: %w", err)
 	}

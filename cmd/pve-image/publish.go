@@ -26,7 +26,7 @@ func (a *app) templateRegistryOptions() (tmplreg.Options, error) {
 		return tmplreg.Options{}, err
 	}
 	o := tmplreg.Options{Insecure: a.insecure, Mirrors: mirrors, Retries: a.retries, StallTimeout: a.stallTimeout,
-		UserAgent: "pve-image/" + version, Log: a.log}
+		Version: version, Log: a.log}
 	if a.retries == 0 {
 		o.Retries = -1 // the flag's 0 is none; Options' 0 is the default
 	}

@@ -8,34 +8,6 @@ import (
 	"time"
 )
 
-// parseSize reads a byte count: a number with an optional K, M, G or T
-// suffix (powers of 1024; "KiB", "KB" and "K" all mean the same).
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	t = strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(t), "B"), "I")
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			t = t[:n-1]
-		}
-	}
-	v, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
-	if err != nil || !(v >= 0) || math.IsInf(v, 0) {
-		return 0, fmt.Errorf("size %q: want a number with an optional K, M, G or T suffix", s)
-	}
-	return int64(v * float64(mult)), nil
-}
-
 // parseAge reads a duration as Go does, plus days ("7d", "1d12h").
 func parseAge(s string) (time.Duration, error) {
 	if s == "" {
