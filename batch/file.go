@@ -261,7 +261,7 @@ func (p *parser) mapping(n *yaml.Node, path string, known []string, fn func(k st
 		seen[k] = kn.Line
 		if !slices.Contains(known, k) {
 			msg := fmt.Sprintf("unknown key %q", k)
-			if best := closest(k, known); best != "" {
+			if best := Closest(k, known); best != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", best)
 			}
 			p.errorf(kn, key, "%s; known keys here: %s", msg, strings.Join(known, ", "))
@@ -650,8 +650,9 @@ func (c Convert) fingerprint() string {
 	return strings.Join([]string{s(c.Init), s(c.InitBinary), s(c.Compression), n(c.Level), n(c.SquashHighIDs), n(c.MaxSize), n(c.MaxEntries), s(c.Format)}, "|")
 }
 
-// closest is the key within two edits of s, if one is.
-func closest(s string, keys []string) string {
+// Closest is the key within two edits of s, if one is: the "did you mean"
+// of a misspelt key, for the build file and pve-image's other YAML files.
+func Closest(s string, keys []string) string {
 	best, bestD := "", 3
 	for _, k := range keys {
 		if d := editDistance(strings.ToLower(s), strings.ToLower(k)); d < bestD {

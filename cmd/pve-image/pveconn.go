@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pve-image/pve-image/batch"
 	"github.com/pve-image/pve-image/proxmox"
 )
 
@@ -183,7 +184,7 @@ func unknownKeyMessage(msg string, root reflect.Type) string {
 	}
 	known := yamlKeys(root, m[3], map[reflect.Type]bool{})
 	out := fmt.Sprintf("line %s: unknown key %q", m[1], m[2])
-	if best := closest(m[2], known); best != "" {
+	if best := batch.Closest(m[2], known); best != "" {
 		out += fmt.Sprintf(" (did you mean %q?)", best)
 	}
 	if len(known) > 0 {
@@ -221,37 +222,6 @@ func yamlKeys(t reflect.Type, name string, seen map[reflect.Type]bool) []string 
 		return keys
 	}
 	return nil
-}
-
-// closest is the key within two edits of s, if one is.
-func closest(s string, keys []string) string {
-	best, bestD := "", 3
-	for _, k := range keys {
-		if d := editDistance(strings.ToLower(s), strings.ToLower(k)); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // dial connects to Proxmox with the resolved settings.
