@@ -169,3 +169,18 @@ func parseFormat(format string) (template.Compression, template.Format, error) {
 	}
 	return "", "", fmt.Errorf("--format %q: want template or oci-archive", format)
 }
+
+// formatOptions are the conversion options for --format (with its default
+// compression) and the conversion flags.
+func (f *convertFlags) formatOptions(format string) (template.Options, error) {
+	comp, tf, err := parseFormat(format)
+	if err != nil {
+		return template.Options{}, err
+	}
+	opts, err := f.options(comp)
+	if err != nil {
+		return template.Options{}, err
+	}
+	opts.Format = tf
+	return opts, nil
+}

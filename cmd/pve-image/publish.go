@@ -128,15 +128,10 @@ func (a *app) publishImage(ctx context.Context, store *tmplreg.Store, arg, tag s
 	if err != nil {
 		return nil, err
 	}
-	comp, f, err := parseFormat(format)
+	opts, err := cf.formatOptions(format)
 	if err != nil {
 		return nil, err
 	}
-	opts, err := cf.options(comp)
-	if err != nil {
-		return nil, err
-	}
-	opts.Format = f
 	b, err := a.builder(a.progress())
 	if err != nil {
 		return nil, err

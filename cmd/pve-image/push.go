@@ -88,15 +88,10 @@ func (a *app) templateFor(ctx context.Context, arg string, cf *convertFlags, for
 	if err != nil {
 		return nil, err
 	}
-	comp, f, err := parseFormat(format)
+	opts, err := cf.formatOptions(format)
 	if err != nil {
 		return nil, err
 	}
-	opts, err := cf.options(comp)
-	if err != nil {
-		return nil, err
-	}
-	opts.Format = f
 	res, err := b.Convert(ctx, ref, opts)
 	if err != nil {
 		return nil, err
