@@ -6,6 +6,7 @@ import (
 	"compress/bzip2"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
@@ -42,12 +43,46 @@ var (
 // from the first bytes, not from the media type: builders label zstd layers
 // as gzip and leave tar layers uncompressed under compressed types often
 // enough that trusting the label breaks real images.
+//
+// It owns the blob: finish reads what the decoder left of it to the end,
+// so that a reader that verifies as it goes (a download still arriving)
+// has its say, and close releases both.
 type decompressor struct {
 	io.Reader
-	close func()
+	finish func() error
+	close  func()
 }
 
-func newDecompressor(blob io.Reader, sizeHint int64) (*decompressor, error) {
+// newDecompressor decodes blob. gunzip, if not "", is an external gzip
+// decoder (Igzip) for gzip blobs of at least minGunzip compressed bytes
+// (sizeHint). On error blob is closed.
+func newDecompressor(blob io.ReadCloser, sizeHint int64, gunzip string, minGunzip int64) (*decompressor, error) {
+	d, err := decoderFor(blob, sizeHint, gunzip, minGunzip)
+	if err != nil {
+		blob.Close()
+	}
+	return d, err
+}
+
+func decoderFor(blob io.ReadCloser, sizeHint int64, gunzip string, minGunzip int64) (*decompressor, error) {
+	external := gunzip != "" && sizeHint >= minGunzip
+	if f, ok := blob.(*os.File); ok && external {
+		// A file goes to the decoder as it is, without a copy through
+		// this process; its first bytes are read where they are.
+		head := make([]byte, len(gzipMagic))
+		off, err := f.Seek(0, io.SeekCurrent)
+		if err == nil {
+			_, err = f.ReadAt(head, off)
+		}
+		if err == nil && bytes.Equal(head, gzipMagic) {
+			d, err := startGunzip(gunzip, f, nil)
+			if err == nil {
+				closeDec := d.close
+				d.close = func() { closeDec(); f.Close() }
+			}
+			return d, err
+		}
+	}
 	// klauspost's gzip reader reads byte by byte from anything that is not an
 	// io.ByteReader; a large bufio.Reader lets it read straight from memory.
 	bufSize := 1 << 20
@@ -59,13 +94,25 @@ func newDecompressor(blob io.Reader, sizeHint int64) (*decompressor, error) {
 	if err != nil && err != io.EOF {
 		return nil, err
 	}
+	// What the decoder leaves of the blob is read to its end here, in the
+	// goroutine that reads the tar.
+	inProcess := func(r io.Reader, closeDec func()) (*decompressor, error) {
+		return &decompressor{Reader: r,
+			finish: func() error {
+				_, err := io.CopyBuffer(io.Discard, blob, make([]byte, 64<<10))
+				return err
+			},
+			close: func() { closeDec(); blob.Close() }}, nil
+	}
 	switch {
+	case bytes.HasPrefix(head, gzipMagic) && external:
+		return startGunzip(gunzip, br, blob)
 	case bytes.HasPrefix(head, gzipMagic):
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("gzip: %w", err)
 		}
-		return &decompressor{Reader: zr, close: func() { zr.Close() }}, nil
+		return inProcess(zr, func() { zr.Close() })
 	case bytes.HasPrefix(head, zstdMagic):
 		// One decoder goroutine: with two cores, the output compressor and the
 		// other layers' decoders want the rest (perf.md §4.5).
@@ -73,17 +120,17 @@ func newDecompressor(blob io.Reader, sizeHint int64) (*decompressor, error) {
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
-		return &decompressor{Reader: zr, close: zr.Close}, nil
+		return inProcess(zr, zr.Close)
 	case bytes.HasPrefix(head, xzMagic):
 		// Layers are never xz; templates from pveam are.
 		xr, err := xz.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("xz: %w", err)
 		}
-		return &decompressor{Reader: xr, close: func() {}}, nil
+		return inProcess(xr, func() {})
 	case bytes.HasPrefix(head, bzip2Magic) && len(head) >= 4 && head[3] >= '1' && head[3] <= '9':
-		return &decompressor{Reader: bzip2.NewReader(br), close: func() {}}, nil
+		return inProcess(bzip2.NewReader(br), func() {})
 	default:
-		return &decompressor{Reader: br, close: func() {}}, nil
+		return inProcess(br, func() {})
 	}
 }

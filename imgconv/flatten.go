@@ -44,19 +44,29 @@ type Options struct {
 	// where it overlaps compressing the output and needs no spill: 0 means
 	// the largest layer (by compressed size), -1 none, k > 0 layer k-1.
 	Stream int
+	// Gunzip, if set, is an external gzip decoder (the path of Igzip, see
+	// LookIgzip) for gzip layers of 1 MiB and more; "" decodes every
+	// layer in this process. The bytes written do not depend on it.
+	Gunzip string
+	// gunzipFrom overrides the 1 MiB, for tests.
+	gunzipFrom int64
 }
 
 type flattener struct {
-	opts   Options
-	budget budget
-	bufs   sync.Pool // *[]byte copy buffers
+	opts      Options
+	budget    budget
+	bufs      sync.Pool // *[]byte copy buffers
+	minGunzip int64     // the smallest gzip layer Options.Gunzip decodes
 }
 
 func newFlattener(opts Options) *flattener {
 	if opts.TempDir == "" {
 		opts.TempDir = os.TempDir()
 	}
-	f := &flattener{opts: opts}
+	f := &flattener{opts: opts, minGunzip: minExternalGunzip}
+	if opts.gunzipFrom > 0 {
+		f.minGunzip = opts.gunzipFrom
+	}
 	f.budget.maxBytes = limit(opts.MaxSize, DefaultMaxSize)
 	f.budget.maxEntries = limit(opts.MaxEntries, DefaultMaxEntries)
 	f.bufs.New = func() any { b := make([]byte, 256<<10); return &b }
@@ -299,9 +309,12 @@ func (r *Rootfs) apply(d *decodedLayer) error {
 				continue
 			}
 			ino := r.linkTarget(e.link, removed)
-			if ino == nil {
+			switch {
+			case ino == nil:
 				err = fmt.Errorf("%w (%q)", ErrBadHardlink, e.link)
-			} else {
+			case ino.skipped:
+				err = ErrRestart
+			default:
 				_, err = t.put(e.path, ino)
 			}
 		case entryPlnk:

@@ -186,12 +186,11 @@ func (f *flattener) readLayer(ctx context.Context, idx int, l Layer, d *decodedL
 	if err != nil {
 		return fail("", err)
 	}
-	defer blob.Close()
 	var hint int64
 	if s, ok := l.(interface{ Size() (int64, error) }); ok {
 		hint, _ = s.Size()
 	}
-	dec, err := newDecompressor(blob, hint)
+	dec, err := newDecompressor(blob, hint, f.opts.Gunzip, f.minGunzip)
 	if err != nil {
 		return fail("", fmt.Errorf("%w: %v", ErrCorrupt, err))
 	}
@@ -238,9 +237,8 @@ func (f *flattener) readLayer(ctx context.Context, idx int, l Layer, d *decodedL
 	// reader underneath sees EOF and checks the digest. What the decompressor
 	// makes of bytes after the trailer does not matter: the digest covers
 	// them, and builders do leave padding there.
-	buf := make([]byte, 64<<10)
-	io.CopyBuffer(io.Discard, &countingReader{r: dec, b: &f.budget}, buf)
-	if _, err := io.CopyBuffer(io.Discard, blob, buf); err != nil {
+	io.CopyBuffer(io.Discard, &countingReader{r: dec, b: &f.budget}, make([]byte, 64<<10))
+	if err := dec.finish(); err != nil {
 		return fail("", err)
 	}
 	return nil

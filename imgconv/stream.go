@@ -21,6 +21,7 @@ type upperMark struct {
 	hide   bool   // whited out or replaced by a non-directory
 	opaque bool   // lower children hidden
 	dir    *inode // the last directory entry at the path
+	linked bool   // a hardlink names the path
 }
 
 func newUpperIndex(upper []*decodedLayer) *upperIndex {
@@ -33,6 +34,9 @@ func newUpperIndex(upper []*decodedLayer) *upperIndex {
 				m = &u.paths.at(e.path).val
 			default:
 				continue
+			}
+			if e.kind == entryLink {
+				u.paths.at(e.link).val.linked = true
 			}
 			switch {
 			case e.kind == entryOpaque:
@@ -66,6 +70,18 @@ func (u *upperIndex) hidden(p string, isDir bool) bool {
 		}
 	}
 	return n.val.hide || (!isDir && n.val.dir != nil)
+}
+
+// linked says whether an upper layer's hardlink names p: the content of a
+// hidden file there must be kept for the link.
+func (u *upperIndex) linked(p string) bool {
+	n := &u.paths
+	for p != "" && n != nil {
+		var c string
+		c, p, _ = strings.Cut(p, "/")
+		n = n.kids[c]
+	}
+	return n != nil && n.val.linked
 }
 
 // attrs is the inode whose attributes a directory at p ends with.
@@ -151,6 +167,9 @@ func (t *TarWriter) streamEntry(e *entry, d *decodedLayer, content io.Reader, re
 		ino := r.linkTarget(e.link, removed)
 		if ino == nil {
 			return fmt.Errorf("%w (%q)", ErrBadHardlink, e.link)
+		}
+		if ino.skipped {
+			return ErrRestart
 		}
 		return t.streamPut(e, ino, nil, d)
 	case entryPut:
@@ -265,8 +284,14 @@ func (t *TarWriter) streamPut(e *entry, ino *inode, content io.Reader, d *decode
 		return err
 	}
 	if ui.hidden(p, ino.isDir()) {
+		// What the upper layers hide is not written, and its content
+		// is not kept either unless a hardlink of theirs needs it: a
+		// link of this layer's to it, later in the tar, restarts.
 		if content != nil {
-			return r.f.copyContent(e, d, content, nil)
+			if ui.linked(p) {
+				return r.f.copyContent(e, d, content, nil)
+			}
+			ino.skipped = true
 		}
 		return nil
 	}

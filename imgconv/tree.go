@@ -28,6 +28,9 @@ type inode struct {
 	elf  elfInfo // ELF identification of executables, for arch detection
 
 	implicit bool // a directory no layer named, created as a parent
+	// skipped: the streamed layer's content of this file was not kept,
+	// for the upper layers hide it (TarWriter.Stream).
+	skipped bool
 
 	// firstName is the member name this inode's content was first written
 	// under; later names become hardlinks to it.

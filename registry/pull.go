@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -94,6 +95,9 @@ type Puller struct {
 	opts   Options
 	policy *retryPolicy
 	log    *slog.Logger
+	// feedLimit bounds what each layer's feed buffers (feedLimit, the
+	// constant, unless a test says otherwise).
+	feedLimit int
 }
 
 // NewPuller returns a Puller storing into store.
@@ -117,7 +121,7 @@ func NewPuller(store BlobStore, opts Options) *Puller {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Puller{store: store, opts: opts, policy: newRetryPolicy(opts.Retries, opts.StallTimeout, log), log: log}
+	return &Puller{store: store, opts: opts, policy: newRetryPolicy(opts.Retries, opts.StallTimeout, log), log: log, feedLimit: feedLimit}
 }
 
 // Resolved is a reference pinned to the manifest of one platform. Its
@@ -411,6 +415,7 @@ func (p *Puller) Fetch(ctx context.Context, r *Resolved) (v1.Image, error) {
 // Download is a fetch under way: the config is stored, layers are arriving.
 type Download struct {
 	img    v1.Image
+	store  BlobStore
 	cancel context.CancelFunc
 	g      *errgroup.Group
 	blobs  map[v1.Hash]*pendingBlob
@@ -419,11 +424,14 @@ type Download struct {
 type pendingBlob struct {
 	done chan struct{}
 	err  error
+	size int64
+	feed *feed
 }
 
 // Start fetches the config, then starts fetching the layers in parallel
 // and returns at once. Reading a layer of Image waits for that layer only,
-// so layers can be used while later ones still download.
+// so layers can be used while later ones still download; a layer read
+// while it downloads gets its bytes as they arrive (feed).
 func (p *Puller) Start(ctx context.Context, r *Resolved) (*Download, error) {
 	if _, err := p.configFile(ctx, r); err != nil {
 		return nil, fmt.Errorf("image %s: %w", r.Ref, err)
@@ -431,10 +439,10 @@ func (p *Puller) Start(ctx context.Context, r *Resolved) (*Download, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.opts.Jobs)
-	d := &Download{cancel: cancel, g: g, blobs: map[v1.Hash]*pendingBlob{}}
+	d := &Download{store: p.store, cancel: cancel, g: g, blobs: map[v1.Hash]*pendingBlob{}}
 	for _, l := range r.Manifest.Layers {
 		if d.blobs[l.Digest] == nil {
-			d.blobs[l.Digest] = &pendingBlob{done: make(chan struct{})}
+			d.blobs[l.Digest] = &pendingBlob{done: make(chan struct{}), size: l.Size, feed: newFeed(p.feedLimit)}
 		}
 	}
 	started := map[v1.Hash]bool{}
@@ -450,12 +458,13 @@ func (p *Puller) Start(ctx context.Context, r *Resolved) (*Download, error) {
 			g.Go(func() error {
 				err := checkDeclared(l, "layer")
 				if err == nil {
-					err = p.fetchBlob(gctx, r.src, l, true)
+					err = p.fetchBlobTee(gctx, r.src, l, true, pb.feed)
 				}
 				if err != nil {
 					err = fmt.Errorf("image %s: layer %s: %w", r.Ref, l.Digest, err)
 				}
 				pb.err = err
+				pb.feed.end()
 				close(pb.done)
 				return err
 			})
@@ -494,6 +503,17 @@ func (d *Download) Stop() error {
 	return nil
 }
 
+// Verify waits for layer h's download to end and returns its error: a
+// layer read as it arrived was read before its digest was checked, so a
+// failure found in its content may be the registry's (a tampered blob)
+// rather than the image's.
+func (d *Download) Verify(h v1.Hash) error {
+	if d.blobs[h] == nil {
+		return nil
+	}
+	return d.wait(h)
+}
+
 func (d *Download) wait(h v1.Hash) error {
 	pb := d.blobs[h]
 	if pb == nil {
@@ -526,10 +546,17 @@ type waitingLayer struct {
 	d *Download
 }
 
+// Compressed returns the stored blob once it is in, or, while it still
+// downloads, a reader of the bytes as they arrive whose end comes only
+// after the blob proved to match its digest.
 func (l *waitingLayer) Compressed() (io.ReadCloser, error) {
 	h, err := l.Digest()
 	if err != nil {
 		return nil, err
+	}
+	pb := l.d.blobs[h]
+	if pb != nil && pb.feed.attach() {
+		return &feedReader{pb: pb, open: l.Layer.Compressed}, nil
 	}
 	if err := l.d.wait(h); err != nil {
 		return nil, err
@@ -537,13 +564,195 @@ func (l *waitingLayer) Compressed() (io.ReadCloser, error) {
 	return l.Layer.Compressed()
 }
 
+// feedLimit bounds what a feed buffers for its reader. A reader that keeps
+// up with the download (a remote registry, a fast decoder) never comes
+// near it; one that falls behind reads the rest from the stored blob.
+const feedLimit = 16 << 20
+
+// feed hands a layer's bytes from its download to one reader as they
+// arrive, before the blob is stored. What it buffers is bounded: a feed
+// nobody reads yet drops its bytes at the limit (the reader, when it comes,
+// waits for the stored blob), and one whose reader falls behind stops
+// taking more (the reader goes on from the stored blob where the feed
+// stopped).
+type feed struct {
+	mu       sync.Mutex
+	cond     sync.Cond
+	limit    int
+	chunks   [][]byte // arrived, not yet read
+	buffered int      // bytes in chunks
+	attached bool     // a reader takes from the feed
+	stopped  bool     // no more bytes come: dropped, or the limit was hit
+	ended    bool     // the download is over, whatever its outcome
+}
+
+func newFeed(limit int) *feed {
+	f := &feed{limit: limit}
+	f.cond.L = &f.mu
+	return f
+}
+
+const feedChunk = 1 << 20
+
+// add takes a copy of p, which the download just read.
+func (f *feed) add(p []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped || len(p) == 0 {
+		return
+	}
+	if f.buffered+len(p) > f.limit {
+		f.stopped = true
+		if !f.attached {
+			f.chunks, f.buffered = nil, 0
+		}
+		f.cond.Broadcast()
+		return
+	}
+	for len(p) > 0 {
+		if n := len(f.chunks); n == 0 || len(f.chunks[n-1]) == cap(f.chunks[n-1]) {
+			f.chunks = append(f.chunks, make([]byte, 0, feedChunk))
+		}
+		last := &f.chunks[len(f.chunks)-1]
+		k := min(len(p), cap(*last)-len(*last))
+		*last = append(*last, p[:k]...)
+		p = p[k:]
+		f.buffered += k
+	}
+	f.cond.Broadcast()
+}
+
+// restart forgets what was fed when the download starts over: the reader
+// then goes on from the stored blob.
+func (f *feed) restart() {
+	f.mu.Lock()
+	f.stopped = true
+	f.cond.Broadcast()
+	f.mu.Unlock()
+}
+
+// end says the download is over. Bytes nobody took go: a reader that comes
+// now reads the stored blob.
+func (f *feed) end() {
+	f.mu.Lock()
+	f.ended, f.stopped = true, true
+	if !f.attached {
+		f.chunks, f.buffered = nil, 0
+	}
+	f.cond.Broadcast()
+	f.mu.Unlock()
+}
+
+// attach claims the feed for a reader; false when it has nothing to give
+// (the download is over, or its bytes were dropped) or is claimed already.
+func (f *feed) attach() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.attached || f.stopped && f.buffered == 0 {
+		return false
+	}
+	f.attached = true
+	return true
+}
+
+// next waits for fed bytes and copies them into p; 0 when no more will
+// come through the feed.
+func (f *feed) next(p []byte) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for f.buffered == 0 && !f.stopped {
+		f.cond.Wait()
+	}
+	n := 0
+	for n < len(p) && len(f.chunks) > 0 {
+		c := f.chunks[0]
+		k := copy(p[n:], c)
+		n += k
+		if k == len(c) {
+			f.chunks[0] = nil
+			f.chunks = f.chunks[1:]
+		} else {
+			f.chunks[0] = c[k:]
+		}
+	}
+	f.buffered -= n
+	return n
+}
+
+// feedReader reads a layer through its feed, then from the stored blob.
+type feedReader struct {
+	pb   *pendingBlob
+	open func() (io.ReadCloser, error) // the stored blob
+	off  int64                         // bytes read
+	file io.ReadCloser                 // the stored blob, once the feed ran dry
+	err  error
+}
+
+func (r *feedReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.file == nil {
+		if n := r.pb.feed.next(p); n > 0 {
+			r.off += int64(n)
+			return n, nil
+		}
+		// The feed gave what it had: the rest, and the verdict on all
+		// of it, come with the stored blob.
+		<-r.pb.done
+		if r.pb.err != nil {
+			r.err = r.pb.err
+			return 0, r.err
+		}
+		if r.off == r.pb.size {
+			r.err = io.EOF
+			return 0, io.EOF
+		}
+		f, err := r.open()
+		if err == nil {
+			if s, ok := f.(io.Seeker); ok {
+				_, err = s.Seek(r.off, io.SeekStart)
+			} else {
+				_, err = io.CopyN(io.Discard, f, r.off)
+			}
+			if err != nil {
+				f.Close()
+			}
+		}
+		if err != nil {
+			r.err = err
+			return 0, err
+		}
+		r.file = f
+	}
+	n, err := r.file.Read(p)
+	r.off += int64(n)
+	return n, err
+}
+
+func (r *feedReader) Close() error {
+	if r.file != nil {
+		return r.file.Close()
+	}
+	return nil
+}
+
 func (p *Puller) fetchBlob(ctx context.Context, src source, d v1.Descriptor, report bool) error {
+	return p.fetchBlobTee(ctx, src, d, report, nil)
+}
+
+// fetchBlobTee stores blob d, handing what it downloads to tee as well.
+func (p *Puller) fetchBlobTee(ctx context.Context, src source, d v1.Descriptor, report bool, tee *feed) error {
 	pr := p.opts.Progress
 	if !report {
 		pr = nil
 	}
 	fetched := false
 	_, err := p.store.PutBlob(ctx, d.Digest, func() (io.ReadCloser, error) {
+		if fetched && tee != nil {
+			tee.restart()
+			tee = nil
+		}
 		fetched = true
 		if pr != nil {
 			pr.Start(d)
@@ -555,6 +764,9 @@ func (p *Puller) fetchBlob(ctx context.Context, src source, d v1.Descriptor, rep
 		// Never read past the declared size: a hostile server would
 		// otherwise fill the disk before the digest refuses it.
 		rc = &sizedReader{r: rc, size: d.Size}
+		if tee != nil {
+			rc = &teeReader{ReadCloser: rc, f: tee}
+		}
 		if pr == nil {
 			return rc, nil
 		}
@@ -564,6 +776,18 @@ func (p *Puller) fetchBlob(ctx context.Context, src source, d v1.Descriptor, rep
 		pr.Done(d, !fetched, err)
 	}
 	return err
+}
+
+// teeReader passes what the blob store reads to a feed.
+type teeReader struct {
+	io.ReadCloser
+	f *feed
+}
+
+func (t *teeReader) Read(b []byte) (int, error) {
+	n, err := t.ReadCloser.Read(b)
+	t.f.add(b[:n])
+	return n, err
 }
 
 func bytesOpener(b []byte) func() (io.ReadCloser, error) {

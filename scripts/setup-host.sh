@@ -10,7 +10,7 @@ if [[ $(id -u) != 0 ]]; then
 	echo "setup-host.sh must run as root" >&2
 	exit 1
 fi
-pkgs=(lxc uidmap dnsmasq-base iproute2 zstd xz-utils debootstrap busybox-static time bc bsdextrautils curl
+pkgs=(lxc uidmap dnsmasq-base iproute2 zstd xz-utils isal debootstrap busybox-static time bc bsdextrautils curl
 	dpkg apt ca-certificates man-db jq)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -49,6 +49,24 @@ type Builder struct {
 	// Remote, if set, is asked for a ready template (remote.go) before an
 	// image is converted.
 	Remote Remote
+	// Gunzip is the external gzip decoder for large gzip layers
+	// (imgconv.Options.Gunzip): "" takes igzip from PATH when it is
+	// there, BuiltinGunzip never uses one. Templates are the same bytes
+	// whichever decodes.
+	Gunzip string
+}
+
+// BuiltinGunzip, as Builder.Gunzip, decodes every layer in the process.
+const BuiltinGunzip = "builtin"
+
+func (b *Builder) gunzip() string {
+	switch b.Gunzip {
+	case "":
+		return imgconv.LookIgzip()
+	case BuiltinGunzip:
+		return ""
+	}
+	return b.Gunzip
 }
 
 // Result is a converted template.
@@ -57,6 +75,9 @@ type Result struct {
 	Meta  Meta
 	// Hit is true when the template came from the cache.
 	Hit bool
+	// Fetched is true when it was not in the cache but came ready from
+	// the template registry (Builder.Remote): not converted here.
+	Fetched bool
 
 	hold *cache.Hold // nil when the caller's context brought the Hold
 }
@@ -127,8 +148,10 @@ func (b *Builder) convertResolved(ctx context.Context, res *registry.Resolved, o
 		return nil, err
 	}
 	key := b.Key(res, opts)
+	fetched := false
 	entry, built, err := b.Cache.PutTemplate(ctx, key, func(ctx context.Context, dir string) (string, string, error) {
 		if file, sum, ok, err := b.fromRemote(ctx, key, res, opts, dir); ok || err != nil {
+			fetched = ok && err == nil
 			return file, sum, err
 		}
 		return b.build(ctx, res, opts, dir)
@@ -146,7 +169,7 @@ func (b *Builder) convertResolved(ctx context.Context, res *registry.Resolved, o
 		return nil, err
 	}
 	meta.Ref, meta.Repository, meta.File = res.Ref.String(), res.Repository, entry.File
-	return &Result{Entry: entry, Meta: meta, Hit: !built}, nil
+	return &Result{Entry: entry, Meta: meta, Hit: !built, Fetched: built && fetched}, nil
 }
 
 // templateName is the file name of the template of res: named after the
@@ -201,6 +224,7 @@ func (b *Builder) build(ctx context.Context, res *registry.Resolved, opts Option
 		MaxSize:       opts.MaxSize,
 		MaxEntries:    opts.MaxEntries,
 		SquashHighIDs: opts.SquashHighIDs,
+		Gunzip:        b.gunzip(),
 	}
 	sum, st, err := b.writeTemplate(ctx, path, layers, iopts, &meta, opts)
 	if errors.Is(err, imgconv.ErrRestart) {
@@ -211,6 +235,17 @@ func (b *Builder) build(ctx context.Context, res *registry.Resolved, opts Option
 		}
 		iopts.Stream = -1
 		sum, st, err = b.writeTemplate(ctx, path, layers, iopts, &meta, opts)
+	}
+	// Layers are read as they arrive, before their digest is checked: a
+	// failure in a layer's content may be a blob the registry changed,
+	// which its download reports once it ends.
+	var ie *imgconv.Error
+	if errors.As(err, &ie) && ie.Layer != "" {
+		if h, herr := v1.NewHash(ie.Layer); herr == nil {
+			if verr := dl.Verify(h); verr != nil && !errors.Is(verr, context.Canceled) {
+				err = verr
+			}
+		}
 	}
 	// A download error reaches the flattener as a failed layer read; the
 	// download's own error says more.
@@ -352,7 +387,7 @@ func (b *Builder) writeTemplate(ctx context.Context, path string, layers []imgco
 	}
 	defer f.Close()
 	h := sha256.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
+	bw := bufio.NewWriterSize(io.MultiWriter(newWriteback(f), h), 1<<20)
 	zw, err := opts.Compression.NewWriter(bw, opts.Level)
 	if err != nil {
 		return "", imgconv.WriteStats{}, err

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"regexp"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pve-image/pve-image/cache"
 	"github.com/pve-image/pve-image/registry"
 )
@@ -49,7 +51,7 @@ func CopyFile(ctx context.Context, src, dst, wantSHA256 string) error {
 		}
 	}()
 	h := sha256.New()
-	_, err = io.CopyBuffer(io.MultiWriter(tmp, h), ctxReader{ctx, in}, make([]byte, 1<<20))
+	_, err = io.CopyBuffer(io.MultiWriter(newWriteback(tmp), h), ctxReader{ctx, in}, make([]byte, 1<<20))
 	if err != nil {
 		return fmt.Errorf("write %s: %w", dst, err)
 	}
@@ -139,4 +141,28 @@ func withHold(ctx context.Context) (_ context.Context, own *cache.Hold) {
 	}
 	own = cache.NewHold()
 	return cache.WithHold(ctx, own), own
+}
+
+// writeback writes to a file and starts writing each 8 MiB out to disk as
+// soon as it is complete, without waiting for it. The fsync that commits
+// the file then finds little left to write, instead of all of it: the disk
+// works while the conversion computes, not after.
+type writeback struct {
+	f          *os.File
+	off, start int64 // bytes written; the start of what is not handed to the disk yet
+}
+
+const writebackChunk = 8 << 20
+
+func newWriteback(f *os.File) *writeback { return &writeback{f: f} }
+
+func (w *writeback) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.off += int64(n)
+	if w.off-w.start >= writebackChunk {
+		// Best effort: where the file system cannot, fsync does it all.
+		unix.SyncFileRange(int(w.f.Fd()), w.start, w.off-w.start, unix.SYNC_FILE_RANGE_WRITE)
+		w.start = w.off
+	}
+	return n, err
 }

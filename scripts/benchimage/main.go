@@ -8,6 +8,11 @@
 //	big         debian plus two layers of generated data, about 1 GiB in all
 //
 //	benchimage -rootfs DIR -registry HOST:PORT [-only NAME]
+//
+// With -floor it measures instead what converting an image costs at least
+// on this machine (see floor):
+//
+//	benchimage -floor TEMPLATE.tar.zst LAYER-BLOB...
 package main
 
 import (
@@ -38,7 +43,15 @@ func main() {
 	rootfs := flag.String("rootfs", "", "debootstrap'd Debian root filesystem")
 	reg := flag.String("registry", "", "registry host:port to push to")
 	only := flag.String("only", "", "build only this image")
+	fl := flag.Bool("floor", false, "measure the floor of converting: TEMPLATE LAYER-BLOB...")
 	flag.Parse()
+	if *fl {
+		if flag.NArg() < 2 {
+			log.Fatal("-floor needs the template and the layer blobs")
+		}
+		floor(flag.Arg(0), flag.Args()[1:])
+		return
+	}
 	if *reg == "" || *rootfs == "" {
 		log.Fatal("need -rootfs and -registry")
 	}

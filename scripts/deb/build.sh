@@ -201,6 +201,7 @@ Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $size
 Depends: ca-certificates
+Recommends: isal, xz-utils
 Suggests: lxc-pve | lxc
 Section: admin
 Priority: optional
