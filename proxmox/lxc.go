@@ -87,6 +87,10 @@ type ContainerState struct {
 	Disk   int64   `json:"disk"`
 	NetIn  int64   `json:"netin"`
 	NetOut int64   `json:"netout"`
+	// Template is 1 for a template (the node's list says so; pve-container
+	// LXC.pm vmstatus), Tags the container's tags, ';'-separated.
+	Template int    `json:"template,omitempty"`
+	Tags     string `json:"tags,omitempty"`
 	// Node is set by ClusterContainers (status/current does not say).
 	Node string `json:"node,omitempty"`
 }

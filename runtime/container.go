@@ -72,7 +72,7 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	// The start runs to its end even if kubelet gives up on the call: a
 	// container Proxmox starts after we stopped listening would run on,
 	// unrecorded, with the pod's address.
-	err := s.cfg.Proxmox.StartContainer(context.WithoutCancel(ctx), c.Node, c.VMID)
+	err := s.pve().StartContainer(context.WithoutCancel(ctx), c.Node, c.VMID)
 	if err != nil {
 		if st, exists, serr := s.proxmoxStatus(context.WithoutCancel(ctx), c); serr == nil && exists && st.Status == "running" {
 			s.log.Warn("the start task failed, but the container runs", "vmid", c.VMID, "err", err)
@@ -94,6 +94,9 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	err = s.updateContainer(c.ID, func(c *containerRecord) {
 		c.State, c.StartedAt = runtimeapi.ContainerState_CONTAINER_RUNNING, started
 	})
+	if err == nil && c.CreateRequested > 0 {
+		s.cfg.Metrics.createToRunning.WithLabelValues(c.rootfs()).Observe(time.Since(time.Unix(0, c.CreateRequested)).Seconds())
+	}
 	if err == nil && c.Supervised {
 		// Follow it from now on; the watcher finds it by itself too.
 		s.follow(ctx, c.ID)
@@ -124,7 +127,8 @@ func (s *Server) writeLogNotice(c *containerRecord) {
 
 // RemoveContainer stops and destroys the Proxmox container; removing a
 // missing container succeeds. A container Proxmox cannot be asked about is
-// kept, so that nothing is leaked.
+// kept, so that nothing is leaked. The last clone of a template container
+// whose image is gone takes it along (clones.go).
 func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
 	defer s.lockContainer(req.GetContainerId())()
 	c := s.container(req.GetContainerId())
@@ -134,6 +138,7 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 	if err := s.needProxmox(); err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	_, exists, err := s.proxmoxStatus(ctx, c)
 	if err != nil {
 		return nil, err
@@ -147,7 +152,24 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 	s.cpu.forget(c.ID)
 	os.Remove(s.cursorPath(c.ID))
 	err = s.state.update(func(st *stateFile) error { delete(st.Containers, c.ID); return nil })
-	return &runtimeapi.RemoveContainerResponse{}, grpcError(err)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	if exists {
+		s.cfg.Metrics.removeTime.WithLabelValues(c.rootfs()).Observe(time.Since(start).Seconds())
+	}
+	if c.Base != nil {
+		s.dropBase(ctx, c.Base.key())
+	}
+	return &runtimeapi.RemoveContainerResponse{}, nil
+}
+
+// rootfs says how the container's root disk was made, for metrics.
+func (c *containerRecord) rootfs() string {
+	if c.Base != nil {
+		return rootfsClone
+	}
+	return rootfsExtract
 }
 
 // destroy removes c's Proxmox container. A container that is still
@@ -155,20 +177,22 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 // running") for a moment: the destroy is tried again while it exists.
 func (s *Server) destroy(ctx context.Context, c *containerRecord) error {
 	var err error
+	delay := 50 * time.Millisecond
 	for attempt := 0; attempt < 10; attempt++ {
 		if attempt > 0 {
 			select {
 			case <-ctx.Done():
 				return err
-			case <-time.After(300 * time.Millisecond):
+			case <-time.After(delay):
 			}
+			delay = min(2*delay, time.Second)
 			if _, exists, serr := s.proxmoxStatus(ctx, c); serr != nil {
 				return err
 			} else if !exists {
 				return nil
 			}
 		}
-		if err = s.cfg.Proxmox.DestroyContainer(ctx, c.Node, c.VMID, true); err == nil {
+		if err = s.pve().DestroyContainer(ctx, c.Node, c.VMID, true); err == nil {
 			return nil
 		}
 	}
@@ -179,7 +203,7 @@ func (s *Server) destroy(ctx context.Context, c *containerRecord) error {
 // is not there makes exists false; any other failure is an error, so that
 // a hiccup never passes for a container that is gone.
 func (s *Server) proxmoxStatus(ctx context.Context, c *containerRecord) (st proxmox.ContainerState, exists bool, err error) {
-	st, err = s.cfg.Proxmox.ContainerStatus(ctx, c.Node, c.VMID)
+	st, err = s.pve().ContainerStatus(ctx, c.Node, c.VMID)
 	switch {
 	case errors.Is(err, proxmox.ErrNotFound):
 		return st, false, nil
@@ -195,7 +219,7 @@ const unknownExitCode = 255
 
 func (s *Server) listNode(ctx context.Context) ([]proxmox.ContainerState, error) {
 	if s.cfg.Node != lifecycle.Auto {
-		return s.cfg.Proxmox.Containers(ctx, s.cfg.Node)
+		return s.pve().Containers(ctx, s.cfg.Node)
 	}
 	// Placed pods are on the nodes their records name. Each node's own
 	// list is asked, not /cluster/resources: that one is pvestatd's view,
@@ -212,7 +236,7 @@ func (s *Server) listNode(ctx context.Context) ([]proxmox.ContainerState, error)
 	slices.Sort(nodes)
 	var all []proxmox.ContainerState
 	for _, n := range nodes {
-		list, err := s.cfg.Proxmox.Containers(ctx, n)
+		list, err := s.pve().Containers(ctx, n)
 		if err != nil {
 			return nil, fmt.Errorf("node %s: %w", n, err)
 		}
@@ -358,7 +382,7 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 	opts := map[string]string{}
 	applyResources(opts, req.GetLinux())
 	if len(opts) > 0 {
-		if err := s.cfg.Proxmox.SetContainerConfig(ctx, c.Node, c.VMID, opts); err != nil {
+		if err := s.pve().SetContainerConfig(ctx, c.Node, c.VMID, opts); err != nil {
 			return nil, grpcError(err)
 		}
 	}

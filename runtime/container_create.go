@@ -33,6 +33,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err := s.needProxmox(); err != nil {
 		return nil, err
 	}
+	arrived := time.Now()
 	c := req.GetConfig()
 	if c.GetMetadata().GetName() == "" {
 		return nil, status.Error(codes.InvalidArgument, "container config needs metadata with a name")
@@ -139,7 +140,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if s.cfg.RootfsStorage != "" {
 		gb := int(math.Ceil(float64(meta.RootfsSize+max(meta.RootfsSize/2, 512<<20)) / (1 << 30)))
 		opts["rootfs"] = fmt.Sprintf("%s:%d", s.cfg.RootfsStorage, gb)
-	} else if opts["rootfs"], err = s.cfg.Proxmox.RootfsFor(ctx, node, meta.RootfsSize); err != nil {
+	} else if opts["rootfs"], err = s.pve().RootfsFor(ctx, node, meta.RootfsSize); err != nil {
 		return nil, grpcError(err)
 	}
 	nic := nicOption(s.cfg.Bridge, podMAC(sb.ID), sb.IPs, sb.Gateways)
@@ -148,13 +149,13 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		nic += ",host-managed=1"
 	}
 	spec := pc.Spec(opts, []string{nic})
-	vmid, _, err := s.cfg.Proxmox.Launch(ctx, node, spec)
+	vmid, base, err := s.makeContainer(ctx, node, spec)
 	if err != nil {
 		return nil, grpcError(err)
 	}
 	// Undo a creation nobody will know of, even if kubelet has given up
 	// on this call.
-	undo := func() { s.cfg.Proxmox.DestroyContainer(context.WithoutCancel(ctx), node, vmid, true) }
+	undo := func() { s.pve().DestroyContainer(context.WithoutCancel(ctx), node, vmid, true) }
 	if supervised && !s.cfg.LXC.Has(strconv.Itoa(vmid)) {
 		undo()
 		return nil, status.Errorf(codes.FailedPrecondition, "container %d was created on node %s, but its LXC config is not under %s here: this pve-image cri is not on node %s (give the right --node, or --lxc-path)", vmid, node, s.cfg.LXC.Path, node)
@@ -166,7 +167,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	rec := &containerRecord{ID: id, SandboxID: sb.ID, Metadata: c.GetMetadata(), Image: imageName(c.GetImage(), img), ImageRef: img.ID,
 		Node: node, VMID: vmid, State: runtimeapi.ContainerState_CONTAINER_CREATED, CreatedAt: time.Now().UnixNano(),
 		Labels: c.GetLabels(), Annotations: c.GetAnnotations(), LogPath: logPath, Resources: c.GetLinux().GetResources(),
-		Supervised: supervised, Shim: shim, Mounts: c.GetMounts()}
+		Supervised: supervised, Shim: shim, Mounts: c.GetMounts(), Base: base, CreateRequested: arrived.UnixNano()}
 	if shim {
 		rec.TerminationLog = plan.terminationLog
 	}

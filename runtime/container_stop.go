@@ -24,11 +24,15 @@ func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContaine
 		return nil, err
 	}
 	timeout := time.Duration(max(req.GetTimeout(), 0)) * time.Second
+	start := time.Now()
 	var err error
 	if c.Supervised && s.cfg.LXC != nil {
 		err = s.stopSupervised(ctx, c, timeout)
 	} else {
 		err = s.stopUnsupervised(ctx, c, timeout)
+	}
+	if err == nil {
+		s.cfg.Metrics.stopTime.Observe(time.Since(start).Seconds())
 	}
 	return &runtimeapi.StopContainerResponse{}, grpcError(err)
 }
@@ -43,6 +47,9 @@ func (s *Server) stopSupervised(ctx context.Context, c *containerRecord, timeout
 	ctx = context.WithoutCancel(ctx)
 	deadline := time.Now().Add(timeout)
 	signalled := false
+	// Most programs end within milliseconds of their signal: look soon,
+	// then less often.
+	delay := 10 * time.Millisecond
 	for time.Now().Before(deadline) {
 		if s.follow(ctx, c.ID) {
 			return nil
@@ -52,7 +59,8 @@ func (s *Server) stopSupervised(ctx context.Context, c *containerRecord, timeout
 		if w := s.watches.get(c.ID); w != nil && !signalled {
 			signalled = w.init.Signal(syscall.SIGPWR) == nil
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(delay)
+		delay = min(2*delay, 100*time.Millisecond)
 	}
 	if timeout > 0 && s.follow(ctx, c.ID) {
 		return nil
@@ -71,7 +79,7 @@ func (s *Server) stopSupervised(ctx context.Context, c *containerRecord, timeout
 
 // hardStop stops a container at once; one that stopped meanwhile is fine.
 func (s *Server) hardStop(ctx context.Context, c *containerRecord) error {
-	err := s.cfg.Proxmox.StopContainer(ctx, c.Node, c.VMID)
+	err := s.pve().StopContainer(ctx, c.Node, c.VMID)
 	if err == nil {
 		return nil
 	}
@@ -91,9 +99,9 @@ func (s *Server) stopUnsupervised(ctx context.Context, c *containerRecord, timeo
 	}
 	if exists && st.Status == "running" {
 		if timeout <= 0 {
-			err = s.cfg.Proxmox.StopContainer(ctx, c.Node, c.VMID)
+			err = s.pve().StopContainer(ctx, c.Node, c.VMID)
 		} else {
-			err = s.cfg.Proxmox.ShutdownContainer(ctx, c.Node, c.VMID, int(max(timeout/time.Second, 1)), true)
+			err = s.pve().ShutdownContainer(ctx, c.Node, c.VMID, int(max(timeout/time.Second, 1)), true)
 		}
 		if err != nil {
 			// The program may have ended while Proxmox stopped it: the

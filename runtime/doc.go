@@ -19,5 +19,12 @@
 // lxc-attach and a streaming server. Off the node those fail with the
 // reason.
 //
+// Where the root disks' storage clones copy-on-write (LVM-thin, ZFS, RBD,
+// btrfs), a pod's container is a linked clone of a template container
+// made once per image, storage and node, configured for the pod after the
+// clone; elsewhere Proxmox unpacks the template for each container
+// (clones.go). Every Proxmox call is timed (pve.go), so that the metrics
+// tell the daemon's own time in a CRI call from Proxmox's (metrics.go).
+//
 // Files are named by the RPC they implement, as in containerd's CRI server.
 package runtime

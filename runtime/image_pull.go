@@ -2,9 +2,14 @@ package runtime
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"slices"
-	"sync"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -15,9 +20,11 @@ import (
 // PullImage pulls an image, converts it into a template (from the cache when
 // it was converted before), puts the template into the store and records
 // the image under the name it was pulled by. Concurrent pulls of one image
-// do the work once: they wait for each other here, and the cache's locks
-// cover other processes. A cancelled pull records nothing (a template it
-// already put into the store stays there, and the next pull finds it).
+// with the same credentials do the work once and share its result (kubelet
+// pulls an image for every pod that starts at once with imagePullPolicy
+// Always); the cache's locks cover other processes. A cancelled pull
+// records nothing (a template it already put into the store stays there,
+// and the next pull finds it); those that shared it pull again.
 func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
 	start := time.Now()
 	id, err := s.pull(ctx, req)
@@ -42,10 +49,31 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest) (st
 	if err != nil {
 		return "", err
 	}
-	mu, _ := s.pulls.LoadOrStore(ref.String(), &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
+	key := ref.String()
+	if auth != nil {
+		b, _ := json.Marshal(auth)
+		sum := sha256.Sum256(b)
+		key += "\x00" + hex.EncodeToString(sum[:])
+	}
+	for {
+		ch := s.pulls.DoChan(key, func() (any, error) { return s.pullOnce(ctx, ref, auth) })
+		select {
+		case r := <-ch:
+			if r.Err != nil && r.Shared && ctx.Err() == nil && (errors.Is(r.Err, context.Canceled) || errors.Is(r.Err, context.DeadlineExceeded)) {
+				continue // the caller whose pull it was gave up; this one did not
+			}
+			if r.Err != nil {
+				return "", r.Err
+			}
+			return r.Val.(string), nil
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+}
 
+// pullOnce is one pull of ref, and its record.
+func (s *Server) pullOnce(ctx context.Context, ref registry.Reference, auth *authn.AuthConfig) (string, error) {
 	opts := s.cfg.Puller
 	opts.Auth = auth
 	b := *s.cfg.Builder
@@ -62,6 +90,10 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest) (st
 		// it between the store and the record.
 		unlock()
 		unlock = s.lockTemplate(name)
+		if _, api := s.cfg.Store.(*PVEStore); api {
+			// An upload is time spent in Proxmox, not the daemon's own.
+			defer s.pve().timed(ctx, "upload")()
+		}
 		var err error
 		volid, err = s.cfg.Store.Put(ctx, res.Path(), name, res.Entry.SHA256, res.Entry.Size)
 		return err
@@ -70,9 +102,12 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest) (st
 		return "", err
 	}
 	defer res.Close()
-	if res.Hit {
+	switch {
+	case res.Hit:
 		s.cfg.Metrics.cacheHits.Inc()
-	} else {
+	case res.Fetched:
+		s.cfg.Metrics.fetched.Inc()
+	default:
 		s.cfg.Metrics.conversions.Inc()
 	}
 	name := template.StorageName(res.Entry.File, res.Entry.SHA256)

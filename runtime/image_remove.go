@@ -52,6 +52,11 @@ func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageReq
 	}
 	if gone != nil {
 		s.dropCached(ctx, gone)
+		if gone.Volid != "" && s.cfg.Proxmox != nil {
+			// Its template containers go now unless clones use them;
+			// the last clone's removal takes them then.
+			s.dropBases(ctx, gone.Volid)
+		}
 	}
 	return &runtimeapi.RemoveImageResponse{}, nil
 }

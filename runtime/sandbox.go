@@ -214,7 +214,7 @@ func (s *Server) podInterfaces(ctx context.Context, sandboxID string) []podInter
 	if vmid == 0 {
 		return nil
 	}
-	ifs, err := s.cfg.Proxmox.Interfaces(ctx, node, vmid)
+	ifs, err := s.pve().Interfaces(ctx, node, vmid)
 	if err != nil {
 		s.log.Warn("interfaces of the pod's container", "vmid", vmid, "err", err)
 		return nil

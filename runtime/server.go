@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -47,6 +48,11 @@ type Config struct {
 	Bridge  string // bridge of each container's eth0; default vmbr0
 	// RootfsStorage holds container root disks; empty picks one.
 	RootfsStorage string
+	// LinkedClones is LinkedClonesAuto (the default: pods' root disks are
+	// linked clones of a template container per image where the storage
+	// allows it) or LinkedClonesNever (Proxmox unpacks the template for
+	// every container).
+	LinkedClones string
 	// StateDir keeps the image, pod and container records.
 	StateDir string
 	// CgroupDriver is reported by RuntimeConfig: systemd (Proxmox nodes
@@ -82,11 +88,13 @@ type Server struct {
 	state *store
 	log   *slog.Logger
 
-	pulls   sync.Map // image key → *sync.Mutex: one pull of an image at a time
-	ctLocks sync.Map // container ID → *sync.Mutex
-	tmLocks sync.Map // template name → *sync.Mutex: a pull's store and record against a removal
+	pulls   singleflight.Group // image and credentials → the pull in flight
+	ctLocks sync.Map           // container ID → *sync.Mutex
+	tmLocks sync.Map           // template name → *sync.Mutex: a pull's store and record against a removal
 	cpu     cpuMeter
 	list    containerList
+	bases   bases // template containers of linked clones (clones.go)
+	vmids   vmids // VMIDs of creates in flight (vmid.go)
 	watches watches
 	stream  streamingServer
 }
@@ -108,6 +116,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.StreamingAddr == "" {
 		cfg.StreamingAddr = "127.0.0.1:0"
 	}
+	switch cfg.LinkedClones {
+	case "":
+		cfg.LinkedClones = LinkedClonesAuto
+	case LinkedClonesAuto, LinkedClonesNever:
+	default:
+		return nil, fmt.Errorf("linked clones %q: want %s or %s", cfg.LinkedClones, LinkedClonesAuto, LinkedClonesNever)
+	}
 	if cfg.LXC == nil && cfg.LXCUnavailable == "" {
 		cfg.LXCUnavailable = "no LXC path was given"
 	}
@@ -122,9 +137,13 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Start runs what works beside the gRPC calls until ctx ends: the watcher
-// that collects supervised containers' output and exit statuses, and the
-// streaming server of exec and port-forward.
+// that collects supervised containers' output and exit statuses, the
+// streaming server of exec and port-forward, and once the removal of
+// template containers a daemon left unused (clones.go).
 func (s *Server) Start(ctx context.Context) error {
+	if s.cfg.Proxmox != nil {
+		go s.sweepBases(ctx)
+	}
 	if s.cfg.LXC != nil && s.cfg.Proxmox != nil {
 		if err := s.stream.start(ctx, s, s.cfg.StreamingAddr); err != nil {
 			return err

@@ -77,6 +77,12 @@ type containerRecord struct {
 	// TerminationLog is the termination message file, inside the
 	// container and where kubelet reads it.
 	TerminationLog *fileMapping `json:"terminationLog,omitempty"`
+	// Base is the template container of a linked clone (clones.go); nil
+	// when Proxmox unpacked the template.
+	Base *baseRef `json:"base,omitempty"`
+	// CreateRequested is when CreateContainer arrived (Unix ns), for the
+	// create-to-running time.
+	CreateRequested int64 `json:"createRequested,omitempty"`
 }
 
 // fileMapping is a file kubelet gives a container that Proxmox cannot
@@ -98,7 +104,9 @@ type logCursor struct {
 type stateFile struct {
 	// PodCIDR is the pod range kubelet sent (UpdateRuntimeConfig), used
 	// when the daemon was given none.
-	PodCIDR    string                      `json:"podCIDR,omitempty"`
+	PodCIDR string `json:"podCIDR,omitempty"`
+	// Owner is the daemon's ID in the marks of its template containers.
+	Owner      string                      `json:"owner,omitempty"`
 	Images     map[string]*imageRecord     `json:"images"`
 	Sandboxes  map[string]*sandboxRecord   `json:"sandboxes"`
 	Containers map[string]*containerRecord `json:"containers"`

@@ -124,4 +124,10 @@ func TestCRITemplateRegistry(t *testing.T) {
 	if len(stored) != 1 || readFile(t, stored[0]) != readFile(t, local) {
 		t.Errorf("stored %v, not the published template", stored)
 	}
+	m := d.metrics(t)
+	for _, want := range []string{"pve_image_template_registry_fetches_total 1", "pve_image_conversions_total 0"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
 }

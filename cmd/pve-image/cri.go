@@ -36,6 +36,7 @@ type criConfig struct {
 	TemplateStorage string              `yaml:"templateStorage"`
 	Bridge          string              `yaml:"bridge"`
 	RootfsStorage   string              `yaml:"rootfsStorage"`
+	LinkedClones    string              `yaml:"linkedClones"`
 	CgroupDriver    string              `yaml:"cgroupDriver"`
 	PodCIDR         string              `yaml:"podCIDR"`
 	PodGateway      string              `yaml:"podGateway"`
@@ -105,6 +106,7 @@ storage ...). Unknown keys in the file are errors.`,
 	f.StringVar(&c.TemplateStorage, "template-storage", "local", "the Proxmox storage --template-dir belongs to")
 	f.StringVar(&c.Bridge, "bridge", "vmbr0", "bridge for containers' eth0")
 	f.StringVar(&c.RootfsStorage, "rootfs-storage", "", "storage for container root disks (default: the node's first rootdir storage)")
+	f.StringVar(&c.LinkedClones, "linked-clones", runtime.LinkedClonesAuto, "auto: where --rootfs-storage clones copy-on-write (lvmthin, zfspool, rbd, btrfs), pods' root disks are linked clones of one template container per image and node; never: Proxmox unpacks the template for every container")
 	f.StringVar(&c.CgroupDriver, "cgroup-driver", "systemd", "cgroup driver to report to kubelet: systemd or cgroupfs")
 	f.StringVar(&c.PodCIDR, "pod-cidr", "", "range pods get their addresses from, on --bridge; IPv4, IPv6 or both comma-separated (default: kubelet's podCIDR)")
 	f.StringVar(&c.PodGateway, "pod-gateway", "", "the node's address in the pod range, pods' default route; comma-separated per family (default: each range's first address)")
@@ -138,6 +140,7 @@ func mergeCRIConfig(cmd *cobra.Command, c *criConfig, file criConfig, pf *pveFla
 	set("template-storage", &c.TemplateStorage, file.TemplateStorage)
 	set("bridge", &c.Bridge, file.Bridge)
 	set("rootfs-storage", &c.RootfsStorage, file.RootfsStorage)
+	set("linked-clones", &c.LinkedClones, file.LinkedClones)
 	set("cgroup-driver", &c.CgroupDriver, file.CgroupDriver)
 	set("pod-cidr", &c.PodCIDR, file.PodCIDR)
 	set("pod-gateway", &c.PodGateway, file.PodGateway)
@@ -261,7 +264,7 @@ func (a *app) serveCRI(ctx context.Context, c criConfig, pf *pveFlags, cf *conve
 	metrics := runtime.NewMetrics()
 	srv, err := runtime.New(runtime.Config{
 		Builder: b, Puller: puller,
-		Convert: opts, Store: store, Proxmox: cl, Node: pc.Node, Bridge: c.Bridge, RootfsStorage: c.RootfsStorage,
+		Convert: opts, Store: store, Proxmox: cl, Node: pc.Node, Bridge: c.Bridge, RootfsStorage: c.RootfsStorage, LinkedClones: c.LinkedClones,
 		StateDir: c.StateDir, CgroupDriver: c.CgroupDriver, PinnedImages: c.PinnedImages, Version: fullVersion(),
 		PodCIDRs: cidrs, PodGateways: gateways, LXC: lxc, LXCUnavailable: lxcWhy, StreamingAddr: c.StreamingListen,
 		Log: a.log, Metrics: metrics,

@@ -212,9 +212,16 @@
 //     subvol on directory storages), the rename to the target's next
 //     free disk, the config lines, worker id <vmid>-<key>><target>-<key>.
 //   - vzdump of one container (backup.go; L§3): "OK" when it is on
-//     another node, lock backup, stop mode, pct.conf in Proxmox's format
-//     (the description encoded) and an empty pct.fw first, the root file
-//     system by tar under lxc-usernsexec, written as .dat and renamed,
+//     another node, lock backup, the modes (a stopped container always in
+//     stop mode; stop mode shuts a running one down and starts it again;
+//     snapshot mode needs every included volume on lvmthin, else "mode
+//     failure - some volumes do not support snapshots" and suspend mode;
+//     PM VZDump.pm exec_backup_task, PC VZDump/LXC.pm prepare), pct.conf
+//     in Proxmox's format (the description encoded) and an empty pct.fw
+//     first, the root file system and every volume mount point with
+//     backup=1 under its path (Config.pm mountpoint_backup_enabled) by tar
+//     under lxc-usernsexec, zstd, gzip or lzo (compress=1; stored lzop
+//     blocks, which lzop -d reads), written as .dat and renamed,
 //     notes from the notes-template, the log line naming the archive;
 //     backups in the storage's content (notes, subtype, vmid, ctime from
 //     the name); their deletion with notes and log; extractconfig.
@@ -240,6 +247,54 @@
 //     the container's network namespace, resolv.conf written into its
 //     root, "DHCP failed - ..." as a warning.
 //
+// Templates and linked clones (clone.go; L§4; pve-container 6.1.10
+// API2/LXC.pm template L1823 and clone_vm L1889-2302, LXC.pm
+// template_create L1589, Setup/Base.pm clear_machine_id L569; pve-storage
+// 9.1.7 Storage.pm vdisk_clone, vdisk_create_base, vdisk_free,
+// LvmThinPlugin.pm create_base, clone_image, volume_has_feature, Plugin.pm
+// volume_has_feature and create_base; all read at the pinned commits):
+//   - POST .../template: VM.Allocate; under the config lock "CT is locked
+//     (x)", "you can't convert a template to a template", "you can't
+//     convert a CT to template if the CT is running"; the answer is null,
+//     the vztemplate worker's UPID is dropped. The worker: "Template
+//     feature is not available for '<volume>'" for a bind mount point;
+//     the root disk becomes a base volume: on local-lvm (LVM-thin)
+//     base-<vmid>-disk-N (lvrename's log line), on directory storages
+//     <vmid>/base-<vmid>-disk-N.raw, renamed and made read-only; then
+//     template: 1. Templates do not start ("you can't start a CT if it's a
+//     template").
+//   - POST .../clone (vzclone worker, task ID the source's VMID; VM.Clone
+//     on the source, VM.Allocate on newid, Datastore.AllocateSpace on the
+//     storages): the source gets lock: disk at once, so that a concurrent
+//     clone fails with 500 "CT is locked (disk)"; newid is taken with
+//     lock: create ("CT N already exists on node 'x'"); full defaults to
+//     0 for templates; "parameter 'storage' not allowed for linked
+//     clones", "snapshot 'x' does not exist", "unable to clone mountpoint
+//     'mpN' (type bind)", "Linked clone feature for '<volid>' is not
+//     available" (LVM-thin clones base volumes only; directory and NFS
+//     storages never: they would make qcow2), "can't clone CT to node 'x'
+//     (CT uses local storage)". Every netN gets a new random MAC
+//     (BC:24:11:...), the other options are copied, snapshots, pending
+//     and template dropped, hostname and description taken from the
+//     parameters. The worker logs "creating a clone of container X with
+//     ID Y" and "create linked clone of mount point rootfs (<volid>)",
+//     makes vm-<newid>-disk-N, runs post_clone_hook (for managed
+//     distributions with systemd: /var/lib/dbus/machine-id removed unless
+//     a link, /etc/machine-id emptied unless "uninitialized"), drops both
+//     locks; a failure frees the new disk and config ("clone failed:
+//     ...").
+//   - Copy-on-write with RealLXC: a template's unpacked tree moves to a
+//     base tree; a clone's rootfs is an overlayfs over it (its writes in
+//     its own upper directory, owned by the container's ids as written),
+//     mounted at the clone and unmounted by destroy. LVM-thin lets a
+//     template go while clones use it (vdisk_free: "LVM-thin allows
+//     deletion of still referenced base volumes!"); the base tree stays
+//     until its last clone goes.
+//   - PUT .../config sets bind mount points of a stopped container for
+//     root@pam (update_pct_config; anyone else gets "mount point type bind
+//     is only allowed for root@pam"), which is how a linked clone gets its
+//     mounts.
+//
 // # Fault injection
 //
 // For clients' error handling, beside the faults Proxmox's own behaviour
@@ -255,12 +310,21 @@
 //
 // # Left out
 //
+//   - Full clones ("pvesim: full clones are not simulated"), clones to
+//     another node, templates with volume mount points, ZFS, RBD and
+//     btrfs storages (whose bases cannot go while clones use them:
+//     "base volume '...' is still in use by linked clones"), migrating
+//     and restoring over a linked clone (its overlay does not move),
+//     hot-plugging bind mount points into a running container ("pvesim:
+//     changing 'mpN' is not simulated"), the vztemplate worker's log.
 //   - OCI archives as templates (§4: detected, then refused), registry
-//     pull, download-url, snapshots, clones, moves to another storage
+//     pull, download-url, snapshots, moves to another storage
 //     (move_volume with storage, migrate with target-storage), vzdump of
-//     several guests, of volume mount points' content (their config is
-//     archived, their data not) and other compressors than zstd and gzip,
-//     PBS, DHCPv6, and restores onto existing volumes.
+//     several guests, storage snapshots (snapshot and suspend mode freeze
+//     the running container with lxc-freeze while its files are archived,
+//     where Proxmox archives a snapshot or an rsync copy; what is archived
+//     is the same), LZO compression proper (lzo archives hold stored
+//     blocks), PBS, DHCPv6, and restores onto existing volumes.
 //   - Device mount points (refused with "pvesim: ... not simulated"),
 //     attaching an existing volume at create, changing mpN with PUT
 //     config (deleting works), device passthrough (devN), HA, pools,

@@ -506,6 +506,7 @@ func (s *Server) destroyCT(ct *container) {
 	d, l, conf := ct.disk, ct.lxc, ct.conf
 	s.mu.Unlock()
 	s.freeOwnedVolumes(nil, ct.node, ct.vmid, conf)
+	s.releaseCOW(ct, l) // a linked clone's overlay, a template's base tree (clone.go)
 	if l != nil {
 		l.Destroy()
 	} else if s.opts.RealLXC {

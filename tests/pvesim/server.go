@@ -106,6 +106,7 @@ type Server struct {
 	faults      []*fault // FailNextRequests, ResetNextRequests
 	pidSeq      uint32
 	life        lifeState // volumes, node load, storage nodes, DNS (lifecycle.go)
+	cow         cowState  // base trees and linked clones' overlays (clone.go)
 
 	// hostBridges maps Options.Bridges to Linux bridges (RealLXC);
 	// ownBridges are those the simulator created.
@@ -234,6 +235,7 @@ func (s *Server) Close() {
 			}
 		}
 		s.mu.Unlock()
+		s.unmountClones()
 		for _, l := range lxcs {
 			l.Destroy()
 		}
@@ -417,9 +419,12 @@ func (s *Server) buildRoutes() []*endpoint {
 		ep("GET", "/nodes/{node}/vzdump/extractconfig", true, nil, extractConfigSchema, s.extractConfig),
 		ep("POST", "/nodes/{node}/lxc/{vmid}/move_volume", true, vmPerm("VM.Config.Disk"), moveVolumeSchema, s.lxcMoveVolume),
 		ep("POST", "/nodes/{node}/lxc/{vmid}/migrate", true, vmPerm("VM.Migrate"), migrateSchema, s.lxcMigrate),
+		// Templates and linked clones (clone.go).
+		ep("POST", "/nodes/{node}/lxc/{vmid}/template", true, vmPerm("VM.Allocate"), vmidSchema, s.lxcTemplate),
+		ep("POST", "/nodes/{node}/lxc/{vmid}/clone", true, clonePerm, lxcCloneSchema, s.lxcClone),
 		ep("PUT", "/nodes/{node}/lxc/{vmid}/config", true, func(c *call) *apiError {
 			return c.who.checkAny("/vms/"+c.p.get("vmid"), "VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory", "VM.Config.Network", "VM.Config.Options")
-		}, lxcConfigPutSchema(s.atLeast(9, 1)), s.lxcConfigPut),
+		}, lxcConfigPutSchema(s.atLeast(9, 1)), s.lxcConfigPutBinds),
 	}
 }
 

@@ -1,0 +1,122 @@
+package proxmox
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	cloneUPID   = "UPID:pve1:00001234:00005678:65A1B2C3:vzcreate:100:root@pam:"
+	cloneStatus = "GET /nodes/pve1/tasks/" + cloneUPID + "/status"
+)
+
+var (
+	taskOK   = answer{status: 200, body: `{"data":{"status":"stopped","exitstatus":"OK"}}`}
+	ctLocked = answer{status: 500, reason: "CT is locked (disk)", body: `{"data":null,"message":"CT is locked (disk)\n"}`}
+)
+
+// TestLinkedClone: a clone waits out another client's clone of the same
+// template (500 "CT is locked (disk)"), takes another VMID when nextid's
+// was taken meanwhile, gives up on a lock that stays, and removes a clone
+// whose task failed.
+func TestLinkedClone(t *testing.T) {
+	tests := []struct {
+		name    string
+		script  map[string][]answer
+		opts    CloneOptions
+		want    int
+		wantErr string
+		calls   map[string]int
+	}{
+		{name: "locked twice, then cloned",
+			script: map[string][]answer{"POST /nodes/pve1/lxc/100/clone": {ctLocked, ctLocked}, cloneStatus: {taskOK}},
+			opts:   CloneOptions{NewID: 101}, want: 101,
+			calls: map[string]int{"POST /nodes/pve1/lxc/100/clone": 3}},
+		{name: "VMID taken meanwhile",
+			script: map[string][]answer{
+				"GET /cluster/nextid":            {{status: 200, body: `{"data":"101"}`}, {status: 200, body: `{"data":"102"}`}},
+				"POST /nodes/pve1/lxc/100/clone": {{status: 500, reason: "CT 101 already exists on node 'pve2'", body: `{"data":null,"message":"CT 101 already exists on node 'pve2'\n"}`}},
+				cloneStatus:                      {taskOK}},
+			want:  102,
+			calls: map[string]int{"POST /nodes/pve1/lxc/100/clone": 2, "GET /cluster/nextid": 2}},
+		{name: "the given VMID taken",
+			script:  map[string][]answer{"POST /nodes/pve1/lxc/100/clone": {{status: 500, reason: "CT 101 already exists on node 'pve1'", body: `{"data":null,"message":"CT 101 already exists on node 'pve1'\n"}`}}},
+			opts:    CloneOptions{NewID: 101},
+			wantErr: "VMID already in use",
+			calls:   map[string]int{"POST /nodes/pve1/lxc/100/clone": 1}},
+		{name: "stays locked",
+			script:  map[string][]answer{"POST /nodes/pve1/lxc/100/clone": repeat(ctLocked, 100)},
+			opts:    CloneOptions{NewID: 101, LockWait: 200 * time.Millisecond},
+			wantErr: "it stayed locked (disk) for 200ms"},
+		{name: "task fails: the clone is removed",
+			script: map[string][]answer{
+				cloneStatus: {{status: 200, body: `{"data":{"status":"stopped","exitstatus":"clone failed: no space left"}}`}, taskOK},
+				"GET /nodes/pve1/tasks/" + cloneUPID + "/log": {{status: 200, body: `{"data":[{"n":1,"t":"clone failed: no space left"}]}`}},
+				"GET /nodes/pve1/lxc/101/status/current":      {{status: 200, body: `{"data":{"vmid":101,"status":"stopped"}}`}}},
+			opts:    CloneOptions{NewID: 101},
+			wantErr: "clone failed: no space left",
+			calls:   map[string]int{"DELETE /nodes/pve1/lxc/101": 1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakePVE(t, tc.script)
+			f.ok = `{"data":"` + cloneUPID + `"}`
+			vmid, err := f.dial(t).LinkedClone(context.Background(), "pve1", 100, tc.opts)
+			switch {
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("err %v, want %q", err, tc.wantErr)
+			case tc.wantErr == "" && (err != nil || vmid != tc.want):
+				t.Fatalf("LinkedClone = %d, %v; want %d", vmid, err, tc.want)
+			case tc.wantErr == "VMID already in use" && !errors.Is(err, ErrVMIDTaken):
+				t.Errorf("%v is not ErrVMIDTaken", err)
+			}
+			for k, n := range tc.calls {
+				if got := f.count(k); got != n {
+					t.Errorf("%s: %d calls, want %d", k, got, n)
+				}
+			}
+		})
+	}
+}
+
+// TestMakeTemplate: Proxmox answers POST .../template with null; the
+// config is read until it says template: 1.
+func TestMakeTemplate(t *testing.T) {
+	f := newFakePVE(t, map[string][]answer{
+		"POST /nodes/pve1/lxc/100/template": {{status: 200, body: `{"data":null}`}},
+		"GET /nodes/pve1/lxc/100/config": {{status: 200, body: `{"data":{"hostname":"t"}}`}, {status: 200, body: `{"data":{"hostname":"t"}}`},
+			{status: 200, body: `{"data":{"hostname":"t","template":1}}`}},
+	})
+	if err := f.dial(t).MakeTemplate(context.Background(), "pve1", 100); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.count("GET /nodes/pve1/lxc/100/config"); n != 3 {
+		t.Errorf("config read %d times, want 3", n)
+	}
+	f = newFakePVE(t, map[string][]answer{"POST /nodes/pve1/lxc/100/template": {{status: 500, reason: "you can't convert a CT to template if the CT is running",
+		body: `{"data":null,"message":"you can't convert a CT to template if the CT is running\n"}`}}})
+	if err := f.dial(t).MakeTemplate(context.Background(), "pve1", 100); err == nil || !strings.Contains(err.Error(), "make container 100 on pve1 a template: POST /nodes/pve1/lxc/100/template: 500 you can't convert") {
+		t.Errorf("refused: %v", err)
+	}
+}
+
+func TestLockedBy(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		lock string
+		ok   bool
+	}{
+		{&APIError{Status: 500, Message: "CT is locked (disk)"}, "disk", true},
+		{&APIError{Status: 500, Message: "CT is locked (snapshot-delete)"}, "snapshot-delete", true},
+		{&APIError{Status: 400, Message: "CT is locked (disk)"}, "", false},
+		{&APIError{Status: 500, Message: "unable to create CT 100"}, "", false},
+		{errors.New("CT is locked (disk)"), "", false},
+	} {
+		if lock, ok := LockedBy(tc.err); lock != tc.lock || ok != tc.ok {
+			t.Errorf("LockedBy(%v) = %q %v", tc.err, lock, ok)
+		}
+	}
+}
