@@ -42,7 +42,8 @@ FUZZ_TARGETS := \
 	./imgconv/runspec:FuzzParse \
 	./registry:FuzzParseReference \
 	./registry:FuzzOCIArchive \
-	./registry:FuzzDockerArchive
+	./registry:FuzzDockerArchive \
+	./export:FuzzVzdump
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -47,6 +47,30 @@ var archiveLine = regexp.MustCompile(`creating vzdump archive '([^']+)'`)
 // the archive's volume ID, which Proxmox does not return: it is read from
 // the task log, where vzdump names the file it writes.
 func (c *Client) CreateBackup(ctx context.Context, r BackupRequest) (string, error) {
+	a, err := c.CreateBackupArchive(ctx, r)
+	return a.Volid, err
+}
+
+// BackupArchive is an archive vzdump wrote.
+type BackupArchive struct {
+	Volid string
+	// Path is the file on the node, as vzdump's log names it: no API
+	// hands out a backup's bytes (proxmox-lifecycle.md §3), so whoever
+	// wants them reads this file, on the node or through a shared mount.
+	Path string
+	// Mode is the mode vzdump used (snapshot falls back to suspend where
+	// a volume cannot be snapshotted; a stopped container is always
+	// archived in stop mode), "" when the log does not say.
+	Mode string
+}
+
+// modeLine is vzdump's log line saying the mode it archives in
+// (pve-manager VZDump.pm, "backup mode: stop").
+var modeLine = regexp.MustCompile(`backup mode: (\w+)`)
+
+// CreateBackupArchive is CreateBackup with the archive's path on the node
+// and the mode used, both from the task log.
+func (c *Client) CreateBackupArchive(ctx context.Context, r BackupRequest) (BackupArchive, error) {
 	body := map[string]string{"vmid": strconv.Itoa(r.VMID), "storage": r.Storage}
 	if r.Mode != "" {
 		body["mode"] = r.Mode
@@ -58,28 +82,35 @@ func (c *Client) CreateBackup(ctx context.Context, r BackupRequest) (string, err
 		body["notes-template"] = r.Notes
 	}
 	var upid string
+	var a BackupArchive
 	if err := c.post(ctx, fmt.Sprintf("/nodes/%s/vzdump", url.PathEscape(r.Node)), body, &upid); err != nil {
-		return "", fmt.Errorf("back up CT %d to %s: %w", r.VMID, r.Storage, err)
+		return a, fmt.Errorf("back up CT %d to %s: %w", r.VMID, r.Storage, err)
 	}
 	if upid == "OK" {
 		// pve-manager API2/VZDump.pm: a silent "OK" when none of the
 		// guests is on the node asked.
-		return "", fmt.Errorf("back up CT %d: Proxmox says it is not on node %s", r.VMID, r.Node)
+		return a, fmt.Errorf("back up CT %d: Proxmox says it is not on node %s", r.VMID, r.Node)
 	}
 	if _, err := c.WaitTask(ctx, upid); err != nil {
-		return "", fmt.Errorf("back up CT %d to %s: %w", r.VMID, r.Storage, err)
+		return a, fmt.Errorf("back up CT %d to %s: %w", r.VMID, r.Storage, err)
 	}
 	node, _ := taskNode(upid)
 	lines, err := c.taskLog(ctx, node, upid)
 	if err != nil {
-		return "", fmt.Errorf("back up CT %d: reading the task log for the archive's name: %w", r.VMID, err)
+		return a, fmt.Errorf("back up CT %d: reading the task log for the archive's name: %w", r.VMID, err)
 	}
 	for _, l := range lines {
-		if m := archiveLine.FindStringSubmatch(l); m != nil {
-			return r.Storage + ":backup/" + path.Base(m[1]), nil
+		if m := modeLine.FindStringSubmatch(l); m != nil {
+			a.Mode = m[1]
+		}
+		if m := archiveLine.FindStringSubmatch(l); m != nil && a.Path == "" {
+			a.Path, a.Volid = m[1], r.Storage+":backup/"+path.Base(m[1])
 		}
 	}
-	return "", errors.New("back up CT " + strconv.Itoa(r.VMID) + ": the task log does not name the archive")
+	if a.Path == "" {
+		return a, errors.New("back up CT " + strconv.Itoa(r.VMID) + ": the task log does not name the archive")
+	}
+	return a, nil
 }
 
 // Backups lists a storage's backups of vmid (0: of every guest).

@@ -125,6 +125,7 @@ Images are named as skopeo names them:
 		a.buildCommand(), a.publishCommand(), a.syncCommand())
 	root.AddCommand(a.docsCommand())
 	root.AddCommand(a.updateCommand(), a.rollbackCommand(), a.migrateCommand())
+	root.AddCommand(a.exportCommand(), a.restoreCommand())
 	completeFlagValues(root)
 	return root
 }

@@ -5,8 +5,10 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/adler32"
 	"io"
 	"io/fs"
 	"os"
@@ -153,13 +155,20 @@ func (s *Server) vzdump(c *call) (any, error) {
 	}), nil
 }
 
-// backupCT archives one container: lock "backup" on it meanwhile; a
-// stopped container in stop mode (a running one is shut down and started
-// again); pct.conf (the config without lock, snapshots, parent, pending)
-// and an empty pct.fw first, then the root file system as tar, for an
-// unprivileged container under lxc-usernsexec, so that its ids are the
-// container's. Departure: the content of volume mount points with backup=1
-// is not archived (Proxmox mounts and includes it).
+// backupCT archives one container: lock "backup" on it meanwhile;
+// pct.conf (the config without lock, snapshots, parent, pending) and an
+// empty pct.fw first, then the root file system and each volume mount
+// point with backup=1 under its path, as tar, for an unprivileged
+// container under lxc-usernsexec, so that its ids are the container's.
+// Modes (PM VZDump.pm exec_backup_task L1078-1090, PC VZDump/LXC.pm
+// prepare): a stopped container always in stop mode; a running one in stop
+// mode is shut down and started again; snapshot mode needs every included
+// volume on a storage with snapshots (lvmthin here), else "mode failure -
+// some volumes do not support snapshots" and suspend mode. Departure: in
+// snapshot and suspend mode the running container is frozen while its
+// files are archived (lxc-freeze), where Proxmox archives a storage
+// snapshot, or an rsync copy made while it runs and finished frozen; what
+// is archived is the same.
 func (s *Server) backupCT(w *worker, ct *container, st *storageCfg, mode, compress, notes string) error {
 	ct.op.Lock()
 	defer ct.op.Unlock()
@@ -187,14 +196,13 @@ func (s *Server) backupCT(w *worker, ct *container, st *storageCfg, mode, compre
 	start := time.Now()
 	w.printf("INFO: Backup started at %s\n", start.Format("2006-01-02 15:04:05"))
 	w.printf("INFO: status = %s\n", map[bool]string{true: "running", false: "stopped"}[running])
-	if running {
-		mode = "stop"
-		w.printf("INFO: backup mode: stop\nINFO: stopping virtual guest\n")
-		if err := s.stopCT(w.ctx, ct, false, 60, true); err != nil {
-			return err
-		}
-	} else {
-		w.printf("INFO: backup mode: stop\n")
+	// The volumes archived besides the root file system
+	// (mountpoint_backup_enabled, Config.pm L66): volume mount points with
+	// backup=1.
+	var vols []archivedVolume
+	var storages []string
+	if ct.disk != nil {
+		storages = append(storages, ct.disk.storage)
 	}
 	w.printf("INFO: CT Name: %s\n", conf["hostname"])
 	w.printf("INFO: including mount point rootfs ('/') in backup\n")
@@ -203,11 +211,48 @@ func (s *Server) backupCT(w *worker, ct *container, st *storageCfg, mode, compre
 			continue
 		}
 		mp := parseVolume(k, conf[k])
-		if mp.m["backup"] == "1" {
+		switch {
+		case mp.typ != "volume":
+			w.printf("INFO: excluding %s mount point %s ('%s') from backup (not a volume)\n", mp.typ, k, mp.m["mp"])
+		case mp.m["backup"] == "1":
 			w.printf("INFO: including mount point %s ('%s') in backup\n", k, mp.m["mp"])
-			w.printf("INFO: pvesim: the content of volume mount points is not archived\n")
-		} else {
+			v := s.volume(ct.node, mp.m["volume"])
+			if v == nil {
+				return fmt.Errorf("volume '%s' does not exist", mp.m["volume"])
+			}
+			vols = append(vols, archivedVolume{path: containerPath(mp.m["mp"]), dir: v.dir})
+			storages = append(storages, v.storage)
+		default:
 			w.printf("INFO: excluding volume mount point %s ('%s') from backup (disabled)\n", k, mp.m["mp"])
+		}
+	}
+	freeze := false
+	switch {
+	case !running:
+		mode = "stop"
+	case mode == "stop":
+		w.printf("INFO: stopping virtual guest\n")
+		if err := s.stopCT(w.ctx, ct, false, 60, true); err != nil {
+			return err
+		}
+	case mode == "snapshot" && !s.snapshotable(storages):
+		w.printf("INFO: mode failure - some volumes do not support snapshots\n")
+		w.printf("INFO: trying 'suspend' mode instead\n")
+		mode = "suspend"
+		fallthrough
+	default:
+		freeze = true
+	}
+	w.printf("INFO: backup mode: %s\n", mode)
+	if freeze && l != nil {
+		w.printf("INFO: suspending guest\n")
+		if out, err := exec.Command("lxc-freeze", "-n", l.Name, "-P", l.Dir).CombinedOutput(); err != nil {
+			w.printf("INFO: pvesim: the container was not frozen (%v: %s); archiving it running\n", err, strings.TrimSpace(string(out)))
+		} else {
+			defer func() {
+				exec.Command("lxc-unfreeze", "-n", l.Name, "-P", l.Dir).Run()
+				w.printf("INFO: resuming guest\n")
+			}()
 		}
 	}
 	delete(conf, "lock")
@@ -219,19 +264,17 @@ func (s *Server) backupCT(w *worker, ct *container, st *storageCfg, mode, compre
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	ext := map[string]string{"zstd": ".tar.zst", "gzip": ".tar.gz", "1": ".tar.gz", "lzo": ".tar.lzo"}[compress]
+	// compressor_info (PM VZDump.pm L840): compress=1 is lzo.
+	ext := map[string]string{"zstd": ".tar.zst", "gzip": ".tar.gz", "1": ".tar.lzo", "lzo": ".tar.lzo"}[compress]
 	if ext == "" {
 		ext = ".tar"
-	}
-	if ext == ".tar.lzo" {
-		return errors.New("pvesim: lzo compression is not simulated")
 	}
 	base := fmt.Sprintf("vzdump-lxc-%d-%s", ct.vmid, start.Format("2006_01_02-15_04_05"))
 	target := filepath.Join(dir, base+ext)
 	tmp := filepath.Join(dir, base+".dat")
 	os.Remove(tmp)
 	w.printf("INFO: creating vzdump archive '%s'\n", target)
-	if err := s.writeArchive(w, ct, l, conf, tmp, ext); err != nil {
+	if err := s.writeArchive(w, ct, l, conf, vols, tmp, ext); err != nil {
 		os.Remove(tmp)
 		return err
 	}
@@ -247,7 +290,7 @@ func (s *Server) backupCT(w *worker, ct *container, st *storageCfg, mode, compre
 			w.printf("WARN: unable to add notes - %v\n", err)
 		}
 	}
-	if running {
+	if running && mode == "stop" {
 		w.printf("INFO: restarting vm\n")
 		if err := s.startCT(w, ct); err != nil {
 			return err
@@ -268,7 +311,7 @@ func generateNotes(tmpl string, vmid int, guest, node string) string {
 // writeArchive writes the archive: ./etc/vzdump/pct.conf and pct.fw, then
 // the root file system (a real container's, read as its root by tar under
 // lxc-usernsexec; without RealLXC only "./").
-func (s *Server) writeArchive(w *worker, ct *container, l *pvelxc.Container, conf map[string]string, path, ext string) error {
+func (s *Server) writeArchive(w *worker, ct *container, l *pvelxc.Container, conf map[string]string, vols []archivedVolume, path, ext string) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -284,6 +327,8 @@ func (s *Server) writeArchive(w *worker, ct *container, l *pvelxc.Container, con
 		out = zw
 	case ".tar.gz":
 		out = gzip.NewWriter(f)
+	case ".tar.lzo":
+		out = newLzopWriter(f, time.Now())
 	}
 	pct := writePCTConf(conf)
 	if l == nil {
@@ -330,6 +375,16 @@ func (s *Server) writeArchive(w *worker, ct *container, l *pvelxc.Container, con
 		"--one-file-system", "--warning=no-file-ignored", "--directory=" + stage, "./etc/vzdump/pct.conf", "./etc/vzdump/pct.fw",
 		"--directory=" + l.Rootfs, "--no-anchored", "--exclude=lost+found", "--anchored",
 		"--exclude=./tmp/?*", "--exclude=./var/tmp/?*", "--exclude=./var/run/?*.pid", "./"}
+	// Each volume after the root file system, under its path, as vzdump
+	// archives "./<mp>" of the mounted tree (VZDump/LXC.pm archive):
+	// tar reads the volume's directory, and its members are renamed to
+	// the mount point's path (symlink targets left as they are).
+	for _, v := range vols {
+		searchable(v.dir)
+		base := filepath.Base(v.dir)
+		repl := strings.NewReplacer(`\`, `\\`, `&`, `\&`, `,`, `\,`).Replace("./" + v.path)
+		args = append(args, "--transform=s,^\\./"+regexp.QuoteMeta(base)+","+repl+",S", "--directory="+filepath.Dir(v.dir), "./"+base)
+	}
 	cmd := exec.Command("lxc-usernsexec", args...)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = out, &stderr
@@ -342,6 +397,37 @@ func (s *Server) writeArchive(w *worker, ct *container, l *pvelxc.Container, con
 		}
 	}
 	return out.Close()
+}
+
+// archivedVolume is a volume vzdump archives: its directory (the
+// simulator's stand-in for its file system) and its path in the container,
+// relative.
+type archivedVolume struct {
+	path string
+	dir  string
+}
+
+// snapshotable reports whether every storage can snapshot a container's
+// volume (pve-storage volume_has_feature 'snapshot'; L§5): of the
+// simulator's storages, lvmthin only.
+func (s *Server) snapshotable(storages []string) bool {
+	for _, id := range storages {
+		if st := s.storage(id); st == nil || st.typ != "lvmthin" {
+			return false
+		}
+	}
+	return len(storages) > 0
+}
+
+// searchable makes dir's parents searchable by others, so that the
+// container's root (uid MapBase on the host) reaches it, as pvelxc does
+// for a container's own directories.
+func searchable(dir string) {
+	for d := filepath.Dir(dir); d != "/" && d != "."; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			os.Chmod(d, fi.Mode().Perm()|0o011)
+		}
+	}
 }
 
 type nopCloser struct{ io.Writer }
@@ -473,6 +559,12 @@ func archiveConfig(path string) (string, error) {
 			return "", err
 		}
 		r = gr
+	case strings.HasSuffix(path, ".lzo"):
+		lr, err := newLzopReader(f)
+		if err != nil {
+			return "", err
+		}
+		r = lr
 	}
 	tr := tar.NewReader(r)
 	for {
@@ -566,4 +658,145 @@ func (s *Server) deleteBackup(c *call, b *backupVolume, volid string) (any, erro
 		w.printf("Removed volume '%s'\n", volid)
 		return nil
 	}), nil
+}
+
+// lzop files, as vzdump --compress lzo writes them (lzop 1.04's format):
+// a header, then blocks of at most 256 KiB, each with its uncompressed
+// length, its stored length and the Adler-32 of its data. lzop keeps a
+// block uncompressed when LZO would not make it smaller (stored length =
+// length), and so does every block here: the simulator has no LZO encoder,
+// and lzop -d reads such a file as any other.
+var lzopMagic = []byte{0x89, 'L', 'Z', 'O', 0x00, '\r', '\n', 0x1a, '\n'}
+
+const (
+	lzopBlock     = 256 << 10
+	lzopAdler32D  = 0x00000001 // F_ADLER32_D: an Adler-32 of each block's data
+	lzopOSUnix    = 0x03000000 // F_OS_UNIX
+	lzopMethod1X1 = 1          // M_LZO1X_1
+)
+
+type lzopWriter struct {
+	w      io.Writer
+	buf    []byte
+	mtime  time.Time
+	header bool
+	err    error
+}
+
+func newLzopWriter(w io.Writer, mtime time.Time) *lzopWriter {
+	return &lzopWriter{w: w, mtime: mtime}
+}
+
+func (z *lzopWriter) writeHeader() {
+	var h bytes.Buffer
+	be := func(v any) { binary.Write(&h, binary.BigEndian, v) }
+	be(uint16(0x1040)) // version
+	be(uint16(0x2080)) // LZO library version
+	be(uint16(0x0940)) // version needed to extract
+	be(uint8(lzopMethod1X1))
+	be(uint8(5)) // level
+	be(uint32(lzopAdler32D | lzopOSUnix))
+	be(uint32(0o100644))
+	be(uint32(z.mtime.Unix()))
+	be(uint32(uint64(z.mtime.Unix()) >> 32))
+	be(uint8(0)) // no file name
+	sum := adler32.Checksum(h.Bytes())
+	be(sum)
+	_, z.err = z.w.Write(append(append([]byte{}, lzopMagic...), h.Bytes()...))
+	z.header = true
+}
+
+func (z *lzopWriter) Write(p []byte) (int, error) {
+	if !z.header {
+		z.writeHeader()
+	}
+	n := len(p)
+	for len(p) > 0 && z.err == nil {
+		k := min(len(p), lzopBlock-len(z.buf))
+		z.buf = append(z.buf, p[:k]...)
+		p = p[k:]
+		if len(z.buf) == lzopBlock {
+			z.flush()
+		}
+	}
+	return n, z.err
+}
+
+func (z *lzopWriter) flush() {
+	if len(z.buf) == 0 || z.err != nil {
+		return
+	}
+	var h [12]byte
+	binary.BigEndian.PutUint32(h[0:], uint32(len(z.buf)))
+	binary.BigEndian.PutUint32(h[4:], uint32(len(z.buf)))
+	binary.BigEndian.PutUint32(h[8:], adler32.Checksum(z.buf))
+	if _, z.err = z.w.Write(h[:]); z.err == nil {
+		_, z.err = z.w.Write(z.buf)
+	}
+	z.buf = z.buf[:0]
+}
+
+func (z *lzopWriter) Close() error {
+	if !z.header {
+		z.writeHeader()
+	}
+	z.flush()
+	if z.err == nil {
+		_, z.err = z.w.Write([]byte{0, 0, 0, 0})
+	}
+	return z.err
+}
+
+// lzopReader reads what lzopWriter writes: stored blocks only.
+type lzopReader struct {
+	r    *bufio.Reader
+	buf  []byte
+	done bool
+}
+
+func newLzopReader(r io.Reader) (*lzopReader, error) {
+	br := bufio.NewReader(r)
+	head := make([]byte, len(lzopMagic)+2+2+2+1+1+4+4+4+4+1)
+	if _, err := io.ReadFull(br, head); err != nil || !bytes.Equal(head[:len(lzopMagic)], lzopMagic) {
+		return nil, errors.New("not an lzop file")
+	}
+	nameLen := int(head[len(head)-1])
+	if _, err := io.ReadFull(br, make([]byte, nameLen+4)); err != nil {
+		return nil, err
+	}
+	return &lzopReader{r: br}, nil
+}
+
+func (z *lzopReader) Read(p []byte) (int, error) {
+	for len(z.buf) == 0 {
+		if z.done {
+			return 0, io.EOF
+		}
+		var n [4]byte
+		if _, err := io.ReadFull(z.r, n[:]); err != nil {
+			return 0, io.ErrUnexpectedEOF
+		}
+		dst := binary.BigEndian.Uint32(n[:])
+		if dst == 0 {
+			z.done = true
+			continue
+		}
+		var rest [8]byte
+		if _, err := io.ReadFull(z.r, rest[:]); err != nil {
+			return 0, io.ErrUnexpectedEOF
+		}
+		if src := binary.BigEndian.Uint32(rest[:4]); src != dst || dst > 64<<20 {
+			return 0, errors.New("pvesim: compressed LZO blocks are not decoded (the simulator writes stored blocks only)")
+		}
+		z.buf = make([]byte, dst)
+		if _, err := io.ReadFull(z.r, z.buf); err != nil {
+			return 0, io.ErrUnexpectedEOF
+		}
+		if adler32.Checksum(z.buf) != binary.BigEndian.Uint32(rest[4:]) {
+			return 0, errors.New("lzop: checksum error")
+		}
+	}
+	n := copy(p, z.buf)
+	z.buf = z.buf[n:]
+	return n, nil
 }

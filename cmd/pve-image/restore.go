@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pve-image/pve-image/lifecycle"
+)
+
+func (a *app) restoreCommand() *cobra.Command {
+	var pf pveFlags
+	var cf convertFlags
+	var r lifecycle.RestoreRequest
+	cmd := &cobra.Command{
+		Use:   "restore IMAGE --node N|auto [--vmid ID] [--rootfs-storage S]",
+		Short: "Create a container from an image pve-image export made, with the configuration it recorded",
+		Long: `Create (and start) a container from IMAGE as run does — converted, pushed to
+the template storage (--storage) if missing, created unprivileged — with the
+configuration pve-image export recorded in the image's labels: hostname,
+memory, cores, swap, features, NICs (with new MAC addresses), DNS, onboot,
+startup, tags, the root disk's size, and every volume mount point, made anew
+with its size and options and filled with the data the image holds at its
+path (export --volumes puts it there). Bind mounts are made again for
+root@pam only. An image export did not make is run as run runs it. Prints
+the VMID.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			m, pc, err := a.manager(ctx, &pf, &cf, true)
+			if err != nil {
+				return err
+			}
+			r.Image, r.Node = args[0], pc.Node
+			res, err := m.Restore(ctx, r)
+			if res != nil && res.Warnings != "" {
+				fmt.Fprintf(a.stderr, "container %d created with %s (see the task log in Proxmox)\n", res.VMID, strings.ToLower(res.Warnings))
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, res.VMID)
+			return nil
+		},
+	}
+	pf.register(cmd, true)
+	cmd.Flags().Lookup("node").Usage = nodeAutoUsage
+	cf.register(cmd)
+	f := cmd.Flags()
+	f.IntVar(&r.VMID, "vmid", 0, "VMID (default: the cluster's next free one)")
+	f.StringVar(&r.RootfsStorage, "rootfs-storage", "", "storage for the root disk and the volumes (default: the node's first storage for container directories)")
+	f.BoolVar(&r.Start, "start", true, "start the container and wait until it runs (--start=false only creates it)")
+	return cmd
+}
