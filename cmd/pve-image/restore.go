@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"strings"
-
 	"github.com/spf13/cobra"
 
 	"github.com/pve-image/pve-image/lifecycle"
@@ -34,14 +31,7 @@ the VMID.`,
 			}
 			r.Image, r.Node = args[0], pc.Node
 			res, err := m.Restore(ctx, r)
-			if res != nil && res.Warnings != "" {
-				fmt.Fprintf(a.stderr, "container %d created with %s (see the task log in Proxmox)\n", res.VMID, strings.ToLower(res.Warnings))
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, res.VMID)
-			return nil
+			return a.printCreated(res, err)
 		},
 	}
 	pf.register(cmd, true)

@@ -62,14 +62,7 @@ container were made with is kept in its description, for update.`,
 			res, err := m.Run(ctx, lifecycle.RunRequest{Image: args[0], Node: pc.Node, VMID: rf.vmid, Hostname: rf.hostname,
 				MemoryMiB: rf.memory, Cores: rf.cores, Rootfs: rf.rootfs, Nets: rf.nets, Volumes: rf.volumes,
 				DNS: template.DNS{Servers: rf.dns, Search: rf.searchdomain}, Env: rf.env, Entrypoint: rf.entrypoint, Start: rf.start})
-			if res != nil && res.Warnings != "" {
-				fmt.Fprintf(a.stderr, "container %d created with %s (see the task log in Proxmox)\n", res.VMID, strings.ToLower(res.Warnings))
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, res.VMID)
-			return nil
+			return a.printCreated(res, err)
 		},
 	}
 	pf.register(cmd, true)
@@ -89,4 +82,17 @@ container were made with is kept in its description, for update.`,
 	f.StringSliceVar(&rf.entrypoint, "entrypoint", nil, "program and arguments (comma-separated) to run instead of the image's (Proxmox 9.1+)")
 	f.BoolVar(&rf.start, "start", true, "start the container and wait until it runs (--start=false only creates it)")
 	return cmd
+}
+
+// printCreated prints the VMID of the container run or restore made, and
+// the warnings of its creation, which Proxmox gives even when it fails.
+func (a *app) printCreated(res *lifecycle.RunResult, err error) error {
+	if res != nil && res.Warnings != "" {
+		fmt.Fprintf(a.stderr, "container %d created with %s (see the task log in Proxmox)\n", res.VMID, strings.ToLower(res.Warnings))
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout, res.VMID)
+	return nil
 }
