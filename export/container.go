@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/pve-image/pve-image/proxmox"
 )
@@ -76,8 +77,8 @@ func (e *Exporter) Container(ctx context.Context, pve *proxmox.Client, b Backup,
 	return res, nil
 }
 
-// backupStorage is the storage named (checked to take backups), or the
-// node's first active one that does.
+// backupStorage is the storage named (checked to take backups as files),
+// or the node's first active one that does.
 func backupStorage(ctx context.Context, pve *proxmox.Client, node, name string) (string, error) {
 	if name != "" {
 		st, err := pve.Storage(ctx, node, name)
@@ -87,16 +88,35 @@ func backupStorage(ctx context.Context, pve *proxmox.Client, node, name string) 
 		if !st.Holds("backup") {
 			return "", fmt.Errorf("storage %s on %s takes no backups (content: %s): name one that does with --backup-storage", name, node, st.Content)
 		}
+		if st.Type == "pbs" {
+			return "", fmt.Errorf("storage %s on %s is a Proxmox Backup Server, whose backups are no vzdump archive pve-image can read: name a directory, NFS or CIFS storage with --backup-storage", name, node)
+		}
 		return name, nil
 	}
 	sts, err := pve.Storages(ctx, node, "backup")
 	if err != nil {
 		return "", err
 	}
+	return pickBackupStorage(node, sts)
+}
+
+// pickBackupStorage is the first active storage that takes backups as
+// vzdump archives: a Proxmox Backup Server (type pbs) keeps them in
+// chunks of its own, no file to read.
+func pickBackupStorage(node string, sts []proxmox.StorageInfo) (string, error) {
+	pbs := ""
 	for _, s := range sts {
-		if s.Holds("backup") && s.Active != 0 {
-			return s.Name, nil
+		if !s.Holds("backup") || s.Active == 0 {
+			continue
 		}
+		if s.Type == "pbs" {
+			pbs += " " + s.Name
+			continue
+		}
+		return s.Name, nil
+	}
+	if pbs != "" {
+		return "", fmt.Errorf("node %s backs up only to Proxmox Backup Server (%s), whose backups are no vzdump archive pve-image can read: add backup to a directory, NFS or CIFS storage's content, or name one with --backup-storage", node, strings.TrimSpace(pbs))
 	}
 	return "", fmt.Errorf("node %s has no active storage for backups (content backup): add backup to a storage's content, or name one with --backup-storage", node)
 }

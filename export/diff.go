@@ -25,17 +25,21 @@ type inode struct {
 	size         int64
 	sum          [sha256.Size]byte // regular files
 	link         string            // symlink target
-	xattrs       string            // "name=value\x00", sorted
+	xattrs       []xattr           // sorted by name
 	major, minor int64
 	// names are its names, in the order they came.
 	names []string
 }
 
+// xattr is an extended attribute. Values are bytes, not text:
+// security.capability always holds NULs.
+type xattr struct{ name, value string }
+
 // same reports whether a and b are the same file to whoever reads it:
 // everything but which other names it has.
 func (a *inode) same(b *inode) bool {
 	return a.typ == b.typ && a.mode == b.mode && a.uid == b.uid && a.gid == b.gid && a.mtime == b.mtime &&
-		a.size == b.size && a.sum == b.sum && a.link == b.link && a.xattrs == b.xattrs && a.major == b.major && a.minor == b.minor
+		a.size == b.size && a.sum == b.sum && a.link == b.link && slices.Equal(a.xattrs, b.xattrs) && a.major == b.major && a.minor == b.minor
 }
 
 // sameNames reports whether a and b are the same hardlink set.
@@ -65,26 +69,23 @@ func inodeOf(h *tar.Header) *inode {
 	case tar.TypeSymlink:
 		ino.link = h.Linkname
 	}
-	var xs []string
 	for k, v := range h.PAXRecords {
 		if name, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
-			xs = append(xs, name+"="+v+"\x00")
+			ino.xattrs = append(ino.xattrs, xattr{name, v})
 		}
 	}
-	slices.Sort(xs)
-	ino.xattrs = strings.Join(xs, "")
+	slices.SortFunc(ino.xattrs, func(a, b xattr) int { return strings.Compare(a.name, b.name) })
 	return ino
 }
 
 // xattrRecords are an inode's extended attributes as PAX records.
 func (ino *inode) xattrRecords() map[string]string {
-	if ino.xattrs == "" {
+	if len(ino.xattrs) == 0 {
 		return nil
 	}
-	out := map[string]string{}
-	for _, kv := range strings.Split(strings.TrimSuffix(ino.xattrs, "\x00"), "\x00") {
-		k, v, _ := strings.Cut(kv, "=")
-		out["SCHILY.xattr."+k] = v
+	out := make(map[string]string, len(ino.xattrs))
+	for _, x := range ino.xattrs {
+		out["SCHILY.xattr."+x.name] = x.value
 	}
 	return out
 }
@@ -295,7 +296,9 @@ func (c *changes) plan() ([]entry, error) {
 		}
 		emitted[rec.path] = true
 		e := entry{path: rec.path, kind: 'e', rec: rec}
-		if rec.ino.typ == tar.TypeReg {
+		// Any inode but a directory may have several names (symlinks,
+		// fifos and devices too): the second and later are hardlinks.
+		if rec.ino.typ != tar.TypeDir {
 			if lf, ok := layerFirst[rec.ino]; ok {
 				e.linkTo = lf
 			} else if rec.first != "" && c.lowerHas(rec.first) {

@@ -1,6 +1,7 @@
 package export
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"slices"
@@ -51,6 +52,10 @@ func edit(tree []ent, drop []string, set ...ent) []ent {
 	return out
 }
 
+// capability is a security.capability value (VFS_CAP_REVISION_2,
+// cap_net_raw): binary, with NULs.
+const capability = "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+
 const volumeConf = testConf + "mp0: local:100/vm-100-disk-1.raw,mp=/data,backup=1,size=1G\n"
 
 // TestChanges: the layer of changes over the template gives back the
@@ -72,6 +77,15 @@ func TestChanges(t *testing.T) {
 		{name: "owner changed", set: []ent{file("./etc/motd", "hello").owner(1000, 1000)}, wantIn: []string{"./etc/motd"}},
 		{name: "mtime changed", set: []ent{file("./etc/motd", "hello").at(fixtureTime + 5)}, wantIn: []string{"./etc/motd"}},
 		{name: "xattr added", set: []ent{file("./etc/motd", "hello").xattr("user.origin", "export-test")}, wantIn: []string{"./etc/motd"}},
+		{name: "capability added", set: []ent{file("./bin/ping", "ping").perm(0o755).xattr("security.capability", capability)}, wantIn: []string{"./bin/ping"}},
+		{name: "capability on a hardlinked file", set: []ent{file("./bin/tool", "tool").perm(0o755).xattr("security.capability", capability[:6]+"\x01"+capability[7:]),
+			hardlink("./bin/tool2", "./bin/tool")}, wantIn: []string{"./bin/tool"}},
+		{name: "capability and name=value lookalikes", set: []ent{file("./etc/motd", "hello").xattr("user.a", "b\x00user.c=d").xattr("user.e", "")},
+			wantIn: []string{"./etc/motd"}},
+		{name: "symlink hardlinked", set: []ent{symlink("./etc/link", "/srv"), hardlink("./usr/share/link2", "./etc/link")},
+			wantIn: []string{"./etc/link", "./usr/share/link2"}},
+		{name: "fifo hardlinked", set: []ent{{name: "./etc/fifo", typ: tar.TypeFifo, mode: 0o600}, hardlink("./usr/share/fifo2", "./etc/fifo")},
+			wantIn: []string{"./etc/fifo", "./usr/share/fifo2"}},
 		{name: "file deleted", drop: []string{"usr/share/old.txt"}, wantIn: []string{"./usr/share/.wh.old.txt"}, wantOut: []string{"./usr/share/other.txt"}},
 		{name: "directory deleted", drop: []string{"opt/keep"}, wantIn: []string{"./opt/.wh.keep"}, wantOut: []string{"./opt/keep/.wh.x", "./opt/cfg/a"}},
 		{name: "directory replaced", drop: []string{"opt/cfg"}, set: []ent{dir("./opt/cfg/").at(fixtureTime + 9), file("./opt/cfg/c", "c")},
@@ -125,6 +139,13 @@ func TestChanges(t *testing.T) {
 				t.Fatal(err)
 			}
 			members := layerMembers(t, layer.Bytes())
+			for _, e := range tc.set {
+				if v, ok := e.xattrs["security.capability"]; ok {
+					if got := paxOf(t, layer.Bytes(), e.name)["SCHILY.xattr.security.capability"]; got != v {
+						t.Errorf("the layer's %s has security.capability %q, the container %q", e.name, got, v)
+					}
+				}
+			}
 			if tc.name == "unchanged" && len(members) != 0 {
 				t.Errorf("the layer of no change holds %q", members)
 			}
@@ -162,5 +183,20 @@ func TestCompareTree(t *testing.T) {
 	want := []string{"", "a", "a/\x00.wh..wh..opq", "a/.wh.c", "a/b", "a/b/c", "a-b", "b"}
 	if !slices.Equal(paths, want) {
 		t.Errorf("got %q, want %q", paths, want)
+	}
+}
+
+// paxOf is the PAX records of member name of a tar.
+func paxOf(t *testing.T, b []byte, name string) map[string]string {
+	t.Helper()
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("no member %s: %v", name, err)
+		}
+		if h.Name == name {
+			return h.PAXRecords
+		}
 	}
 }

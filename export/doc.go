@@ -13,16 +13,20 @@
 // Linux cannot create, ids of 65536 and above, hardlinks to nothing), named
 // by archive and member.
 //
-// When the root file system holds /etc/pve-image/image.json, the container
-// was made from a pve-image template: the image is then the source image's
-// layers as they are (pushed by cross-repository mount, never uploaded
-// again) and one layer holding what the container changed since it was
-// created, compared with the template it was created from (the source image
-// as converted): added and changed entries, whiteouts for deleted ones and an
-// opaque marker where a directory was replaced as a whole (diff.go). What
-// vzdump leaves out of every archive, and what pve-image-init and Proxmox
-// write at every start, are never part of that layer (exclude.go).
-// Otherwise one layer holds the whole root file system.
+// When the container's Proxmox config holds pve-image run's record (the
+// description line lifecycle.Record writes, which the container cannot
+// change) and its /etc/pve-image/image.json names the same image, the
+// container was made from a pve-image template: the image is then the
+// source image's layers as they are (pushed by cross-repository mount,
+// never uploaded again) and one layer holding what the container changed
+// since it was created, compared with the template it was created from
+// (the source image as converted): added and changed entries, whiteouts for
+// deleted ones and an opaque marker where a directory was replaced as a
+// whole (diff.go). image.json alone never decides what is pulled with the
+// exporter's credentials: the container's root can write it (origin.go).
+// What vzdump leaves out of every archive, and what pve-image-init and
+// Proxmox write at every start, are never part of that layer (exclude.go).
+// Otherwise one layer holds the whole root file system, less the same.
 //
 // It sits below cmd and lifecycle and above template, imgconv, registry,
 // proxmox and cache: cmd → export → template/imgconv/registry/proxmox/cache.

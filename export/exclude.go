@@ -2,6 +2,8 @@ package export
 
 import (
 	"strings"
+
+	"github.com/pve-image/pve-image/template"
 )
 
 // What the layer of changes never holds, kept in the exported image as the
@@ -24,12 +26,17 @@ import (
 //     made from it would start with the old container's name and address
 //     (pve-image-init only fills these files when they are missing or
 //     empty), and a restore gets its own anyway.
+//   - pve-image's description of the template, /etc/pve-image/image.json:
+//     every conversion writes its own, and the container's is stale (it
+//     names the image the container was made from, not the exported one).
 //   - What is below a mount point: a volume's data is not the root file
 //     system's (it goes into a layer of its own with --volumes, and is
 //     never in the archive for volumes without backup=1 and for bind
 //     mounts).
 //
-// vzdump's own ./etc/vzdump/pct.conf and pct.fw never reach the tree (feed).
+// The one layer of a whole root file system leaves the same out
+// (writeRootfs). vzdump's own ./etc/vzdump/pct.conf and pct.fw never reach
+// the tree (feed).
 
 // runtimeFiles are rewritten at every start (above).
 var runtimeFiles = map[string]bool{
@@ -44,7 +51,7 @@ func excluded(p string, mounts []string) bool {
 	if p == "" {
 		return false
 	}
-	if runtimeFiles[p] || p == "run/pve-image" || strings.HasPrefix(p, "run/pve-image/") {
+	if runtimeFiles[p] || p == template.MetaPath || p == "run/pve-image" || strings.HasPrefix(p, "run/pve-image/") {
 		return true
 	}
 	for _, c := range strings.Split(p, "/") {

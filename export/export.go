@@ -1,13 +1,15 @@
 package export
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -123,27 +125,20 @@ func (e *Exporter) Archive(ctx context.Context, path string, r Request) (*Result
 		host = "?"
 	}
 
-	var meta *template.Meta
-	if raw, ok := t.rootfs.ReadFile(template.MetaPath); ok && !r.SingleLayer {
-		var m template.Meta
-		err := json.Unmarshal(raw, &m)
-		if err == nil && (m.Repository == "" || m.ManifestDigest == "") {
-			err = fmt.Errorf("it names no image")
-		}
-		if err != nil {
-			return nil, archiveError(name, "./"+template.MetaPath, fmt.Errorf("the container's template description does not name the image it was made from (%v); export with --single-layer to make one layer of the whole root file system", err))
-		}
-		meta = &m
+	o, why := originOf(t.rootfs, rec, e.Registry.Insecure)
+	if why != "" && !r.SingleLayer {
+		res.Notes = append(res.Notes, why)
 	}
 
 	var b *base
+	var seed *v1.Config
 	var added []newLayer
 	var mounts []string
 	for _, m := range t.mounts {
 		mounts = append(mounts, m.path)
 	}
-	if meta != nil {
-		bl, done, err := e.withSource(ctx, meta, &b)
+	if o != nil && !r.SingleLayer {
+		bl, done, err := e.withSource(ctx, o, &b)
 		if err != nil {
 			return nil, err
 		}
@@ -172,10 +167,15 @@ func (e *Exporter) Archive(ctx context.Context, path string, r Request) (*Result
 		res.Source, res.BaseLayers = b.name, len(b.layers)
 		recorded.Source = b.name
 	} else {
+		var note string
+		seed, prog.Cmd, note = singleProgram(t.rootfs, t.runSpec, o)
+		if note != "" {
+			res.Notes = append(res.Notes, note)
+		}
 		n := 0
 		l, err := writeLayer(tempDir, "", func(w io.Writer) error {
-			st, err := t.rootfs.WriteTar(ctx, w)
-			n = st.Entries
+			var err error
+			n, err = writeRootfs(ctx, t.rootfs, w, mounts, tempDir)
 			return err
 		})
 		if err != nil {
@@ -185,20 +185,26 @@ func (e *Exporter) Archive(ctx context.Context, path string, r Request) (*Result
 		added = append(added, newLayer{layer: l, history: v1.History{CreatedBy: "pve-image export of container " + host,
 			Comment: "its root file system"}})
 		res.Layers = append(res.Layers, LayerInfo{What: "root file system", Digest: l.digest.String(), Size: l.size, Entries: n})
-		if len(prog.Entrypoint) == 0 && t.rootfs.Exists("sbin/init") {
-			// Proxmox boots /sbin/init where the config names no
-			// entrypoint: a system container.
-			prog.Cmd = []string{"/sbin/init"}
-		}
 	}
 
-	for _, m := range t.mounts {
+	// Volume layers go shallowest first: a volume's layer hides what is
+	// below its mount point (an opaque marker), a volume mounted inside it
+	// included, whose layer must come after. (t.mounts is deepest first,
+	// for routing the archive's members.)
+	byDepth := slices.Clone(t.mounts)
+	slices.SortStableFunc(byDepth, func(a, b *mount) int {
+		if c := cmp.Compare(strings.Count(a.path, "/"), strings.Count(b.path, "/")); c != 0 {
+			return c
+		}
+		return compareTree(a.path, b.path)
+	})
+	for _, m := range byDepth {
 		switch {
 		case m.rootfs != nil:
 			n := 0
 			l, err := writeLayer(tempDir, "", func(w io.Writer) error {
 				var err error
-				n, err = writeVolume(ctx, m, w, created)
+				n, err = writeVolume(ctx, m, w, created, tempDir)
 				return err
 			})
 			if err != nil {
@@ -216,9 +222,11 @@ func (e *Exporter) Archive(ctx context.Context, path string, r Request) (*Result
 		case m.archived && m.members > 0:
 			res.Notes = append(res.Notes, fmt.Sprintf("the data of volume %s (/%s) is in the archive but not in the image: give --volumes to add it as a layer", m.mp.Key, m.path))
 		case m.mp.Kind() != "volume":
-			res.Notes = append(res.Notes, fmt.Sprintf("%s is a %s mount of %s at /%s: recorded in the image's labels, its data is not in the image", m.mp.Key, m.mp.Kind(), m.mp.Volume(), m.path))
+			res.Notes = append(res.Notes, fmt.Sprintf("%s is a %s mount of %s at /%s: recorded in the image's labels (restore makes it again only with --host-config), its data is not in the image", m.mp.Key, m.mp.Kind(), m.mp.Volume(), m.path))
+		case !m.archived && b != nil:
+			res.Notes = append(res.Notes, fmt.Sprintf("volume %s (/%s) has backup=0: vzdump left its data out; it is recorded, and restore makes it anew holding what the source image has at /%s", m.mp.Key, m.path, m.path))
 		case !m.archived:
-			res.Notes = append(res.Notes, fmt.Sprintf("volume %s (/%s) has backup=0: vzdump left its data out; it is recorded, and restore makes it empty", m.mp.Key, m.path))
+			res.Notes = append(res.Notes, fmt.Sprintf("volume %s (/%s) has backup=0: vzdump left its data out; it is recorded, and restore makes it anew and empty", m.mp.Key, m.path))
 		}
 	}
 	if t.acls > 0 {
@@ -231,7 +239,7 @@ func (e *Exporter) Archive(ctx context.Context, path string, r Request) (*Result
 		res.Notes = append(res.Notes, "raw lxc.* keys of the container's config are not recorded")
 	}
 
-	ei, err := buildImage(b, added, prog, recorded, created, cfg["arch"])
+	ei, err := buildImage(b, seed, added, prog, recorded, created, cfg["arch"])
 	if err != nil {
 		return nil, err
 	}
@@ -248,8 +256,8 @@ func (e *Exporter) Archive(ctx context.Context, path string, r Request) (*Result
 }
 
 // withSource finds the source image into *b and reads its template.
-func (e *Exporter) withSource(ctx context.Context, meta *template.Meta, b **base) (baseline, func(), error) {
-	src, bl, done, err := e.source(ctx, meta)
+func (e *Exporter) withSource(ctx context.Context, o *origin, b **base) (baseline, func(), error) {
+	src, bl, done, err := e.source(ctx, o)
 	if err != nil {
 		return nil, nil, err
 	}

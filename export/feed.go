@@ -2,6 +2,7 @@ package export
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/pve-image/pve-image/cache"
 	"github.com/pve-image/pve-image/imgconv"
+	"github.com/pve-image/pve-image/imgconv/runspec"
 	"github.com/pve-image/pve-image/proxmox"
 )
 
@@ -54,6 +56,10 @@ type tree struct {
 	mounts []*mount
 	// acls counts members whose POSIX ACLs were dropped.
 	acls int
+	// runSpec is the content of pve-image-init's spec (runspec.Path),
+	// nil when the archive has none: imgconv keeps the content of the
+	// files facts are read from only.
+	runSpec []byte
 }
 
 // Close releases the spills.
@@ -314,6 +320,11 @@ func (t *tree) member(tr *tar.Reader, h *tar.Header, main *tar.Writer) error {
 	for i, w := range dst {
 		ws[i] = w
 	}
+	var spec *bytes.Buffer
+	if clean && p == strings.TrimPrefix(runspec.Path, "/") && dst[0] == main && out.Size <= maxConf {
+		spec = &bytes.Buffer{}
+		ws = append(ws, spec)
+	}
 	if _, err := io.CopyN(io.MultiWriter(ws...), tr, out.Size); err != nil {
 		if errors.Is(err, io.ErrClosedPipe) || errors.Is(err, errFlattenEnded) {
 			return err
@@ -322,6 +333,9 @@ func (t *tree) member(tr *tar.Reader, h *tar.Header, main *tar.Writer) error {
 			err = io.ErrUnexpectedEOF
 		}
 		return archiveError(t.name, h.Name, fmt.Errorf("corrupt or truncated archive: %w", err))
+	}
+	if spec != nil {
+		t.runSpec = spec.Bytes()
 	}
 	return nil
 }

@@ -45,7 +45,7 @@ func FuzzVzdump(f *testing.F) {
 		}
 		for _, m := range tr.mounts {
 			if m.rootfs != nil {
-				if _, err := writeVolume(ctx, m, io.Discard, tr.conf.mtime); err != nil {
+				if _, err := writeVolume(ctx, m, io.Discard, tr.conf.mtime, t.TempDir()); err != nil {
 					t.Fatalf("an accepted volume cannot be written: %v", err)
 				}
 			}

@@ -81,8 +81,9 @@ type base struct {
 	name string
 }
 
-// buildImage assembles the exported image over b (nil: none).
-func buildImage(b *base, added []newLayer, prog program, rec *Recorded, created time.Time, arch string) (*exportImage, error) {
+// buildImage assembles the exported image over b (nil: none). Without a
+// base, seed (nil: none) is the config the program starts from.
+func buildImage(b *base, seed *v1.Config, added []newLayer, prog program, rec *Recorded, created time.Time, arch string) (*exportImage, error) {
 	var cfg v1.ConfigFile
 	mt, cfgMT, layerMT := types.OCIManifestSchema1, types.OCIConfigJSON, types.OCILayer
 	var m v1.Manifest
@@ -104,9 +105,12 @@ func buildImage(b *base, added []newLayer, prog program, rec *Recorded, created 
 		cfg.OS = "linux"
 		cfg.Architecture, cfg.Variant = ociArch(arch)
 		cfg.RootFS.Type = "layers"
+		if seed != nil {
+			cfg.Config = *seed
+		}
 	}
 	cfg.Created = v1.Time{Time: created}
-	applyProgram(&cfg.Config, prog, b == nil)
+	applyProgram(&cfg.Config, prog)
 	labels := map[string]string{}
 	for k, v := range cfg.Config.Labels {
 		if !strings.HasPrefix(k, LabelPrefix) {
@@ -154,10 +158,10 @@ func buildImage(b *base, added []newLayer, prog program, rec *Recorded, created 
 }
 
 // applyProgram puts what the container runs into the image config.
-func applyProgram(c *v1.Config, p program, bare bool) {
+func applyProgram(c *v1.Config, p program) {
 	if len(p.Entrypoint) > 0 {
 		c.Entrypoint, c.Cmd = slices.Clone(p.Entrypoint), nil
-	} else if bare && len(p.Cmd) > 0 {
+	} else if len(c.Entrypoint)+len(c.Cmd) == 0 && len(p.Cmd) > 0 {
 		c.Cmd = slices.Clone(p.Cmd)
 	}
 	if len(p.Env) > 0 {

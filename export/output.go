@@ -66,27 +66,86 @@ func (e *Exporter) write(ctx context.Context, ref registry.Reference, img v1.Ima
 	return digest, nil
 }
 
-// writeLayout adds img to the OCI layout at dir (made when missing),
-// replacing an image of the same tag.
+// writeLayout adds img to the OCI layout at dir, replacing an image of the
+// same tag; an image without a tag that the layout holds already is not
+// added again. A new layout is written beside dir and renamed into place,
+// so that a failure leaves no half-written one; into an existing layout,
+// the blobs go first and the index last, so a failure leaves at most
+// blobs nothing refers to.
 func writeLayout(dir, tag string, img v1.Image) error {
+	if _, err := os.Stat(filepath.Join(dir, "index.json")); errors.Is(err, os.ErrNotExist) {
+		return newLayout(dir, tag, img)
+	}
 	p, err := layout.FromPath(dir)
 	if err != nil {
-		if _, serr := os.Stat(filepath.Join(dir, "index.json")); !errors.Is(serr, os.ErrNotExist) {
-			return fmt.Errorf("oci:%s: %w", dir, err)
-		}
-		if p, err = layout.Write(dir, empty.Index); err != nil {
-			return fmt.Errorf("oci:%s: %w", dir, err)
+		return fmt.Errorf("oci:%s: %w", dir, err)
+	}
+	if err := addToLayout(p, tag, img); err != nil {
+		return fmt.Errorf("oci:%s: %w", dir, err)
+	}
+	return nil
+}
+
+// newLayout writes a layout holding img at dir, which must not exist or
+// be an empty directory.
+func newLayout(dir, tag string, img v1.Image) error {
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+		return fmt.Errorf("oci:%s: a directory that is not an OCI image layout (no index.json); name a new directory or an existing layout", dir)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("oci:%s: %w", dir, err)
+	}
+	clean := filepath.Clean(dir)
+	tmp, err := os.MkdirTemp(filepath.Dir(clean), "."+filepath.Base(clean)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("oci:%s: %w", dir, err)
+	}
+	defer os.RemoveAll(tmp)
+	p, err := layout.Write(tmp, empty.Index)
+	if err == nil {
+		err = addToLayout(p, tag, img)
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o755)
+	}
+	if err == nil {
+		// An empty directory gives way (os.Remove takes nothing else).
+		if rerr := os.Remove(clean); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = rerr
 		}
 	}
-	if tag == "" {
-		err = p.AppendImage(img)
-	} else {
-		err = p.ReplaceImage(img, match.Annotation(refNameAnnotation, tag), layout.WithAnnotations(map[string]string{refNameAnnotation: tag}))
+	if err == nil {
+		err = os.Rename(tmp, clean)
 	}
 	if err != nil {
 		return fmt.Errorf("oci:%s: %w", dir, err)
 	}
 	return nil
+}
+
+func addToLayout(p layout.Path, tag string, img v1.Image) error {
+	if tag != "" {
+		return p.ReplaceImage(img, match.Annotation(refNameAnnotation, tag), layout.WithAnnotations(map[string]string{refNameAnnotation: tag}))
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		return err
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return err
+	}
+	for _, d := range m.Manifests {
+		if d.Digest == digest {
+			// Held already (tagged or not): the blobs again, no second
+			// entry in the index.
+			return p.WriteImage(img)
+		}
+	}
+	return p.AppendImage(img)
 }
 
 // writeOCIArchive writes img as a tar of an OCI layout at file: the layout

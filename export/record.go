@@ -45,7 +45,8 @@ type program struct {
 	Env        []string // over the image's
 	WorkingDir string
 	User       string
-	// Cmd is the command of a container with no image config (one layer).
+	// Cmd is the command when the image config has none (one layer of a
+	// system container: /sbin/init).
 	Cmd []string
 }
 

@@ -18,14 +18,14 @@ import (
 	"github.com/pve-image/pve-image/template"
 )
 
-// source finds the image a container was made from (its template's
-// image.json names it): its layers, config and manifest, and the template
-// the container was made from, read as the baseline its changes are
-// measured against. done releases what it holds in the cache.
-func (e *Exporter) source(ctx context.Context, meta *template.Meta) (b *base, bl baseline, done func(), err error) {
-	ref := meta.Repository + "@" + meta.ManifestDigest
+// source finds the image a container was made from (its Proxmox record
+// names it, its image.json agrees): its layers, config and manifest, and
+// the template the container was made from, read as the baseline its
+// changes are measured against. done releases what it holds in the cache.
+func (e *Exporter) source(ctx context.Context, o *origin) (b *base, bl baseline, done func(), err error) {
+	ref, meta := o.ref, o.meta
 	fail := func(err error) (*base, baseline, func(), error) {
-		return nil, nil, nil, fmt.Errorf("the container was made from %s (its /etc/pve-image/image.json says so), whose layers are the exported image's first ones; "+
+		return nil, nil, nil, fmt.Errorf("the container was made from %s (its Proxmox record says so), whose layers are the exported image's first ones; "+
 			"it cannot be had: %w\n  Export with --single-layer to make one layer of the whole root file system instead", ref, err)
 	}
 	if e.Builder == nil {

@@ -26,6 +26,12 @@ type RestoreRequest struct {
 	RootfsStorage string
 	// Start starts the container and waits until it runs.
 	Start bool
+	// HostConfig makes again what reaches into the host: bind mounts
+	// and every recorded feature (root@pam only, as Proxmox allows).
+	// Without it an image's labels cannot ask for them: any image can
+	// say mp0=/,mp=/host. Only nesting, which any user may set, is
+	// applied then.
+	HostConfig bool
 }
 
 // waitRunning bounds the wait for a started container to run, as Launch's.
@@ -39,7 +45,8 @@ var afterKeys = []string{"swap", "cpulimit", "cpuunits", "onboot", "startup", "t
 // configuration it recorded: hostname, memory, cores, NICs (new MAC
 // addresses), DNS, the mount points (volumes made anew, filled with the
 // data the image holds at their paths), the root disk's size, then swap,
-// features and the rest. It goes through Run: the image is converted,
+// features and the rest. Bind mounts and features other than nesting are
+// made only with r.HostConfig (see there). It goes through Run: the image is converted,
 // placed, pushed and created as run does, and the container records the
 // image for update. An image export did not make is run as run runs it.
 func (m *Manager) Restore(ctx context.Context, r RestoreRequest) (*RunResult, error) {
@@ -76,6 +83,9 @@ func (m *Manager) Restore(ctx context.Context, r RestoreRequest) (*RunResult, er
 	if s := proxmox.ParseSize(c["rootfs.size"]); s > 0 {
 		gib = max(gib, int((s+(1<<30)-1)>>30))
 	}
+	// With --node auto the storage is known once placed: Run takes the
+	// recorded size as the least.
+	run.MinRootfsGiB = gib
 	storage := r.RootfsStorage
 	if storage == "" && r.Node != Auto {
 		if storage, err = m.rootdirStorage(ctx, r.Node); err != nil {
@@ -85,8 +95,8 @@ func (m *Manager) Restore(ctx context.Context, r RestoreRequest) (*RunResult, er
 	if storage != "" {
 		run.Rootfs = fmt.Sprintf("%s:%d", storage, gib)
 	}
-	if run.Volumes, err = m.restoreVolumes(&t.Meta, rec); err != nil {
-		return nil, err
+	if run.Volumes, err = m.restoreVolumes(&t.Meta, rec, r.HostConfig); err != nil {
+		return nil, fmt.Errorf("image %s: %w", r.Image, err)
 	}
 
 	after := map[string]string{}
@@ -95,12 +105,9 @@ func (m *Manager) Restore(ctx context.Context, r RestoreRequest) (*RunResult, er
 			after[k] = v
 		}
 	}
-	if f := c["features"]; f != "" {
-		for _, kv := range proxmox.ParsePropString(f, "") {
-			if kv.Key != "nesting" && kv.Value == "1" && !m.PVE.MayBindMount() {
-				return nil, fmt.Errorf("image %s records feature %s, which only root@pam may set: log in with --pve-user root@pam", r.Image, kv.Key)
-			}
-		}
+	if f, err := m.restoreFeatures(c["features"], r.HostConfig); err != nil {
+		return nil, fmt.Errorf("image %s: %w", r.Image, err)
+	} else if f != "" {
 		after["features"] = f
 	}
 	if len(after) == 0 {
@@ -137,11 +144,38 @@ func (m *Manager) Restore(ctx context.Context, r RestoreRequest) (*RunResult, er
 	return res, nil
 }
 
+// restoreFeatures are the recorded features the restored container gets:
+// with hostConfig all of them (root@pam only: Proxmox lets no one else set
+// any but nesting), else nesting only, a note saying what was left out.
+func (m *Manager) restoreFeatures(recorded string, hostConfig bool) (string, error) {
+	var keep proxmox.PropString
+	var left []string
+	for _, kv := range proxmox.ParsePropString(recorded, "") {
+		switch {
+		case kv.Key == "nesting":
+			keep = keep.Set(kv.Key, kv.Value)
+		case kv.Value == "" || kv.Value == "0":
+			// Off, as a new container has it.
+		case !hostConfig:
+			left = append(left, kv.Key+"="+kv.Value)
+		case !m.PVE.MayBindMount():
+			return "", fmt.Errorf("--host-config: the image records feature %s=%s, which only root@pam may set: log in with --pve-user root@pam (an API token does not count)", kv.Key, kv.Value)
+		default:
+			keep = keep.Set(kv.Key, kv.Value)
+		}
+	}
+	if len(left) > 0 {
+		m.say("note: the image records features %s, which reach into the host: not set (give --host-config, as root@pam, to set them)", strings.Join(left, ","))
+	}
+	return keep.String(""), nil
+}
+
 // restoreVolumes are run's --volume flags for the recorded mount points:
 // each volume anew, sized and with its options, on the root disk's
-// storage; bind mounts again for root@pam, else left out with a note; the
-// image's own volumes the container did not mount, left out again.
-func (m *Manager) restoreVolumes(meta *template.Meta, rec *export.Recorded) ([]string, error) {
+// storage; bind mounts again only with hostConfig (and root@pam), else
+// left out with a note; the image's own volumes the container did not
+// mount, left out again.
+func (m *Manager) restoreVolumes(meta *template.Meta, rec *export.Recorded, hostConfig bool) ([]string, error) {
 	var flags []string
 	have := map[string]bool{}
 	for _, rm := range rec.Mounts {
@@ -171,12 +205,15 @@ func (m *Manager) restoreVolumes(meta *template.Meta, rec *export.Recorded) ([]s
 			}
 			flags = append(flags, fmt.Sprintf("%s=%d%s", p, gib, suffix))
 		case "bind":
-			if m.PVE.MayBindMount() {
+			switch {
+			case !hostConfig:
+				m.say("note: %s, a bind mount of the host's %s at %s, is not made again: give --host-config (as root@pam) to make it", rm.Key, mp.Volume(), p)
+				flags = append(flags, p+"=none")
+			case !m.PVE.MayBindMount():
+				return nil, fmt.Errorf("--host-config: the image records %s, a bind mount of the host's %s at %s, which only root@pam may create: log in with --pve-user root@pam (an API token does not count)", rm.Key, mp.Volume(), p)
+			default:
 				flags = append(flags, p+"="+mp.Volume()+suffix)
-				continue
 			}
-			m.say("note: %s, a bind mount of %s at %s, is not made again: only root@pam may create bind mounts", rm.Key, mp.Volume(), p)
-			flags = append(flags, p+"=none")
 		default:
 			m.say("note: %s, a device mount of %s at %s, is not made again", rm.Key, mp.Volume(), p)
 			flags = append(flags, p+"=none")

@@ -22,8 +22,9 @@ type RunRequest struct {
 	MemoryMiB int // default 512
 	Cores     int // 0: all
 	// Rootfs is STORAGE:GiB; default a rootdir storage of the node,
-	// sized from the image.
-	Rootfs string
+	// sized from the image, and at least MinRootfsGiB.
+	Rootfs       string
+	MinRootfsGiB int
 	// Nets are netN values (run --net).
 	Nets []string
 	// Volumes are run's --volume flags.
@@ -98,6 +99,11 @@ func (m *Manager) Run(ctx context.Context, r RunRequest) (*RunResult, error) {
 	if rootfs == "" {
 		if rootfs, err = m.PVE.RootfsFor(ctx, node, meta.RootfsSize); err != nil {
 			return nil, fmt.Errorf("%w; name one with --rootfs STORAGE:GB", err)
+		}
+		if s, gib, _ := strings.Cut(rootfs, ":"); r.MinRootfsGiB > 0 {
+			if n, err := strconv.Atoi(gib); err == nil && n < r.MinRootfsGiB {
+				rootfs = s + ":" + strconv.Itoa(r.MinRootfsGiB)
+			}
 		}
 	}
 	vopts.Storage = rootfsStorage(rootfs)

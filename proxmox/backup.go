@@ -2,7 +2,6 @@ package proxmox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"path"
@@ -95,9 +94,13 @@ func (c *Client) CreateBackupArchive(ctx context.Context, r BackupRequest) (Back
 		return a, fmt.Errorf("back up CT %d to %s: %w", r.VMID, r.Storage, err)
 	}
 	node, _ := taskNode(upid)
+	// From here on vzdump has written an archive this does not know the
+	// name of: say where to look, so that it is not left unseen.
+	left := fmt.Sprintf("vzdump finished, so an archive of CT %d is probably on storage %s: list it with `pvesm list %s --vmid %d` on node %s, and remove it with `pvesm free VOLID`",
+		r.VMID, r.Storage, r.Storage, r.VMID, r.Node)
 	lines, err := c.taskLog(ctx, node, upid)
 	if err != nil {
-		return a, fmt.Errorf("back up CT %d: reading the task log for the archive's name: %w", r.VMID, err)
+		return a, fmt.Errorf("back up CT %d: reading the task log for the archive's name: %w\n  %s", r.VMID, err, left)
 	}
 	for _, l := range lines {
 		if m := modeLine.FindStringSubmatch(l); m != nil {
@@ -108,7 +111,7 @@ func (c *Client) CreateBackupArchive(ctx context.Context, r BackupRequest) (Back
 		}
 	}
 	if a.Path == "" {
-		return a, errors.New("back up CT " + strconv.Itoa(r.VMID) + ": the task log does not name the archive")
+		return a, fmt.Errorf("back up CT %d: the task log does not name the archive\n  %s", r.VMID, left)
 	}
 	return a, nil
 }

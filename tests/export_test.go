@@ -169,7 +169,8 @@ func TestExportRestoreRoundTrip(t *testing.T) {
 			t.Errorf("the layer of changes lacks %s: %q", w, changes)
 		}
 	}
-	for _, w := range []string{"./bin/busybox", "./usr/share/keep.txt", "./etc/hostname", "./data/note", "./etc/vzdump/pct.conf", "./sbin/pve-image-init"} {
+	for _, w := range []string{"./bin/busybox", "./usr/share/keep.txt", "./etc/hostname", "./data/note", "./etc/vzdump/pct.conf", "./sbin/pve-image-init",
+		"./etc/pve-image/image.json"} {
 		if slices.Contains(changes, w) {
 			t.Errorf("the layer of changes holds %s", w)
 		}
@@ -417,7 +418,8 @@ func layerNames(t *testing.T, l v1.Layer) []string {
 
 // TestExportNotMadeByPveImage: a container made from a template pve-image
 // did not make (no /etc/pve-image/image.json) becomes one layer holding its
-// root file system, booting /sbin/init, with its config recorded.
+// root file system but /etc/hostname, booting /sbin/init, with its config
+// recorded.
 func TestExportNotMadeByPveImage(t *testing.T) {
 	sim := lifeSim(t)
 	RequireUserns(t)
@@ -446,10 +448,14 @@ func TestExportNotMadeByPveImage(t *testing.T) {
 		t.Fatalf("%d layers, want one", len(ls))
 	}
 	names := layerNames(t, ls[0])
-	for _, w := range []string{"./bin/busybox", "./sbin/init", "./etc/hostname", "./root/notes"} {
+	for _, w := range []string{"./bin/busybox", "./sbin/init", "./etc/os-release", "./root/notes"} {
 		if !slices.Contains(names, w) {
 			t.Errorf("the layer lacks %s: %q", w, names)
 		}
+	}
+	// Rewritten at every start, it describes that container, not an image.
+	if slices.Contains(names, "./etc/hostname") {
+		t.Errorf("the layer holds ./etc/hostname: %q", names)
 	}
 	if slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "./etc/vzdump") }) {
 		t.Errorf("vzdump's own members are in the layer: %q", names)
@@ -550,5 +556,104 @@ func TestRestoreOfAnyImageIsRun(t *testing.T) {
 		if x, y := proxmox.ParseMountPoint(k, a[k]).Opts.Delete("volume"), proxmox.ParseMountPoint(k, b[k]).Opts.Delete("volume"); x.String("") != y.String("") {
 			t.Errorf("%s: run gave %q, restore %q", k, a[k], b[k])
 		}
+	}
+}
+
+// TestRestoreHostConfig: what reaches into the host is not taken from an
+// image's labels unless --host-config says so — any image can ask for a
+// bind mount of / — and then only for root@pam: without it, bind mounts
+// are skipped with a note naming the host path and only nesting of the
+// features is set; with it, as root@pam, both are made; with it, as a
+// token, nothing is created. With --node auto and no --rootfs-storage the
+// root disk still gets the recorded size.
+func TestRestoreHostConfig(t *testing.T) {
+	sim := startSim(t, pvesim.Options{})
+	sim.AddUser(pvesim.User{Name: "root@pam", Password: "pw", Privs: []string{"*"}})
+	reg := StartRegistry(t, RegistryOptions{})
+	host := t.TempDir()
+	os.Chmod(host, 0o755)
+	labels := map[string]string{export.LabelVersion: "1", export.LabelConfig + "memory": "128", export.LabelConfig + "rootfs.size": "6G",
+		export.LabelConfig + "features": "nesting=1,keyctl=1,fuse=1,mount=nfs", export.LabelMount + "0": host + ",mp=/host"}
+	reg.Push(t, "hostile:1", appImage(t, "hostile", v1.Config{Labels: labels}))
+	c := newCLI(t)
+	ref := reg.Host + "/hostile:1"
+	root := []string{"--pve-url", sim.URL(), "--pve-user", "root@pam", "--pve-password", "pw", "--pve-fingerprint", sim.Fingerprint(), "--node", "pve1"}
+
+	r := c.ok(append([]string{"restore", ref, "--start=false", "--rootfs-storage", "shared"}, root...)...)
+	cfg := ctConfig(t, sim, atoiVMID(t, r))
+	for k, v := range cfg {
+		if strings.HasPrefix(k, "mp") && strings.Contains(v, host) {
+			t.Errorf("restore without --host-config made %s: %s", k, v)
+		}
+	}
+	if cfg["features"] != "nesting=1" {
+		t.Errorf("features %q, want nesting=1 only", cfg["features"])
+	}
+	for _, w := range []string{"bind mount of the host's " + host + " at /host", "--host-config", "keyctl=1,fuse=1,mount=nfs"} {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("restore's stderr lacks %q:\n%s", w, r.stderr)
+		}
+	}
+
+	cfg = ctConfig(t, sim, atoiVMID(t, c.ok(append([]string{"restore", ref, "--start=false", "--rootfs-storage", "shared", "--host-config"}, root...)...)))
+	if cfg["mp0"] != host+",mp=/host" {
+		t.Errorf("--host-config: mp0 %q, want the bind mount", cfg["mp0"])
+	}
+	f := proxmox.ParsePropString(cfg["features"], "")
+	for k, v := range map[string]string{"nesting": "1", "keyctl": "1", "fuse": "1", "mount": "nfs"} {
+		if f.Get(k) != v {
+			t.Errorf("--host-config: features %q lack %s=%s", cfg["features"], k, v)
+		}
+	}
+
+	before := len(sim.Containers("pve1")) + len(sim.Containers("pve2"))
+	c.fails(append([]string{"restore", ref, "--start=false", "--rootfs-storage", "shared", "--host-config"}, pveArgs(sim)...), "only root@pam", host)
+	if after := len(sim.Containers("pve1")) + len(sim.Containers("pve2")); after != before {
+		t.Errorf("a refused restore created a container (%d, then %d)", before, after)
+	}
+
+	auto := atoiVMID(t, c.ok(append([]string{"restore", ref, "--start=false"}, pveArgs(sim, "--node", "auto")...)...))
+	ct, _ := sim.Container(nodeOf(t, sim, auto), auto)
+	if got := proxmox.ParseMountPoint("rootfs", ct.Config["rootfs"]).Opts.Get("size"); got != "6G" {
+		t.Errorf("restore --node auto: rootfs %q, want the recorded 6G", ct.Config["rootfs"])
+	}
+}
+
+// TestExportDistrustsImageJSON: the container's root may write
+// /etc/pve-image/image.json; when it names another image than the
+// container's Proxmox record, the export is one layer with a note, and
+// nothing of the image it names is fetched with the exporter's
+// credentials (nor of the recorded one: it is not used).
+func TestExportDistrustsImageJSON(t *testing.T) {
+	reg := StartRegistry(t, RegistryOptions{})
+	proxy := StartProxy(t, reg.Host)
+	src, secret := appImage(t, "src", v1.Config{}), appImage(t, "secret", v1.Config{})
+	reg.Push(t, "src:1", src)
+	reg.Push(t, "private/secret:1", secret)
+	sd, _ := src.Digest()
+	xd, _ := secret.Digest()
+	srcDigest, secretDigest := sd.String(), xd.String()
+	meta := `{"converter":"pve-image","repository":"` + proxy.Host + `/private/secret","manifestDigest":"` + secretDigest +
+		`","config":{"entrypoint":["/app"]},"run":{"kind":"application","init":"shim"}}`
+	conf := "#pve-image: {\"image\":\"" + proxy.Host + "/src:1\",\"digest\":\"" + srcDigest + "\"}\narch: amd64\nhostname: web\nmemory: 128\nostype: unmanaged\nrootfs: local:100/vm-100-disk-0.raw,size=1G\nunprivileged: 1\n"
+	dir := t.TempDir()
+	archive := filepath.Join(dir, "vzdump-lxc-100-2024_01_01-00_00_00.tar.zst")
+	os.WriteFile(archive, Zstd(Tar(t, File("./etc/vzdump/pct.conf", conf), File("./etc/vzdump/pct.fw", ""), Dir("./"), Dir("./etc/"),
+		Dir("./etc/pve-image/"), File("./etc/pve-image/image.json", meta), Exec("./app", readFile(t, testApp)))), 0o644)
+	c := newCLI(t)
+	proxy.Reset()
+	out := filepath.Join(dir, "out.tar")
+	r := c.ok("export", archive, "--to", "oci-archive:"+out)
+	for _, w := range []string{"names " + proxy.Host + "/private/secret@" + secretDigest, "says it was made from " + proxy.Host + "/src@" + srcDigest,
+		"one layer", "root file system: sha256:"} {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("export's stderr lacks %q:\n%s", w, r.stderr)
+		}
+	}
+	if n := proxy.Count("GET", "manifest") + proxy.Count("HEAD", "manifest") + proxy.Count("GET", "blob") + proxy.Count("HEAD", "blob"); n != 0 {
+		t.Errorf("the export asked the registry %d times", n)
+	}
+	if ls, _ := ociArchiveImage(t, out).Layers(); len(ls) != 1 {
+		t.Errorf("%d layers, want one", len(ls))
 	}
 }

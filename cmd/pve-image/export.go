@@ -27,18 +27,26 @@ pve-image reads the archive where vzdump wrote it: run it on the node, or
 where that storage is mounted at the same path. The archive made for the
 export is removed once the image is written (kept after a failure).
 
-A container made by pve-image run (its /etc/pve-image/image.json names the
-image it came from) becomes that image's layers, reused as they are (mounted
-from the same registry, not uploaded again), and one layer with what the
-container changed: files added or changed, whiteouts for deleted ones, an
-opaque marker where a directory was replaced. Converting the exported image
-gives back the container's root file system. Any other container becomes
-one layer holding its root file system. /etc/hostname, /etc/hosts,
-/etc/resolv.conf and what vzdump leaves out (/tmp/*, /var/tmp/*, /dev/*,
-lost+found) are not taken over from the container.
+A container made by pve-image run becomes the image it came from's layers,
+reused as they are (mounted from the same registry, not uploaded again),
+and one layer with what the container changed: files added or changed,
+whiteouts for deleted ones, an opaque marker where a directory was
+replaced. Converting the exported image gives back the container's root
+file system. The source image is the one pve-image run recorded in the
+container's Proxmox config (its description), which the container cannot
+change; the container's /etc/pve-image/image.json must name the same image.
+When they disagree, or there is no record, the export is one layer and a
+note says why: nothing the container wrote decides what is pulled with your
+credentials. Any other container, or --single-layer, becomes one layer
+holding its root file system. Either way /etc/hostname, /etc/hosts,
+/etc/resolv.conf, /etc/pve-image/image.json and what vzdump leaves out
+(/tmp/*, /var/tmp/*, /dev/*, lost+found) are not taken over from the
+container.
 
-The config carries the container's program (the image's, with run's --env
-and --entrypoint), and its Proxmox config as labels io.github.pve-image.export.*
+The config carries the container's program (the source image's, with run's
+--env and --entrypoint; one layer of a container pve-image's init shim runs
+gets the program the shim runs, never the shim), and its Proxmox config as
+labels io.github.pve-image.export.*
 (memory, cores, swap, NICs without MAC addresses, features, mount points);
 pve-image restore makes a container of it again. --volumes adds the data of
 volume mount points with backup=1, one layer each.
@@ -95,7 +103,7 @@ same archive always gives the same digest.`,
 	f.BoolVar(&req.Volumes, "volumes", false, "add the data of volume mount points with backup=1, one layer each")
 	f.BoolVar(&req.SingleLayer, "single-layer", false, "one layer of the whole root file system, even for a container made from a pve-image template")
 	f.StringVar(&mode, "mode", "snapshot", "vzdump's mode for VMID: snapshot (falls back to suspend where volumes cannot be snapshotted), suspend or stop")
-	f.StringVar(&backupStorage, "backup-storage", "", "storage for the archive of VMID, readable here (default: the node's first storage for backups)")
+	f.StringVar(&backupStorage, "backup-storage", "", "storage for the archive of VMID, readable here (default: the node's first storage for backups that is not a Proxmox Backup Server)")
 	cmd.MarkFlagRequired("to")
 	return cmd
 }
