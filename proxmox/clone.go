@@ -21,30 +21,46 @@ const templateTimeout = 2 * time.Minute
 // .../template, whose vztemplate worker renames the container's volumes to
 // base volumes and sets template: 1. Proxmox answers null, not the
 // worker's UPID (it drops it), so the config is read until it says
-// template: 1.
+// template: 1. Once the POST is sent, the caller giving up does not stop
+// the wait: a container removed while the worker renames its volumes
+// would leave half-renamed volumes behind. The caller's error is returned
+// after the worker is done.
 func (c *Client) MakeTemplate(ctx context.Context, node string, vmid int) error {
-	if err := c.post(ctx, ctPath(node, vmid, "/template"), nil, nil); err != nil {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("make container %d on %s a template: %w", vmid, node, err)
+	}
+	dctx, cancel := detached(ctx)
+	defer cancel()
+	if err := c.post(dctx, ctPath(node, vmid, "/template"), nil, nil); err != nil {
 		return fmt.Errorf("make container %d on %s a template: %w", vmid, node, err)
 	}
 	deadline := time.Now().Add(templateTimeout)
 	delay := 20 * time.Millisecond
 	for {
-		cfg, err := c.ReadConfig(ctx, node, vmid)
+		cfg, err := c.ReadConfig(dctx, node, vmid)
 		if err != nil {
 			return fmt.Errorf("make container %d on %s a template: %w", vmid, node, err)
 		}
 		if cfg["template"] == "1" {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("make container %d on %s a template: %w", vmid, node, err)
+			}
 			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("container %d on %s is not a template %s after POST .../template: Proxmox converts it in a vztemplate task whose ID it does not return; the node's task list says what went wrong", vmid, node, templateTimeout)
 		}
-		if err := sleep(ctx, delay); err != nil {
+		if err := sleep(dctx, delay); err != nil {
 			return err
 		}
 		delay = min(2*delay, time.Second)
 	}
 }
+
+// ErrLocked is a linked clone given up because its template stayed locked
+// for CloneOptions.LockWait: another client's clone, a backup, or a lock
+// left by a crash.
+var ErrLocked = errors.New("template container locked")
 
 // CloneOptions are the parameters of a linked clone besides its source.
 type CloneOptions struct {
@@ -55,7 +71,7 @@ type CloneOptions struct {
 	Hostname, Description string
 	// LockWait is how long a template another client is cloning (locked:
 	// Proxmox clones from one template one at a time) is waited for;
-	// default 2 minutes.
+	// default 2 minutes. The error after it is ErrLocked.
 	LockWait time.Duration
 }
 
@@ -64,7 +80,10 @@ type CloneOptions struct {
 // holds lock: disk on the template for the whole clone and answers a
 // concurrent clone with 500 "CT is locked (disk)" at once: that is waited
 // out, with backoff, for up to o.LockWait. As with a create, a clone whose
-// task fails is removed; nothing half-made stays.
+// task fails is removed; nothing half-made stays. Once the clone's POST is
+// sent, the caller giving up neither cuts it short nor leaves the clone
+// behind: the POST and the task are waited for regardless, and the clone
+// is removed.
 func (c *Client) LinkedClone(ctx context.Context, node string, vmid int, o CloneOptions) (int, error) {
 	if o.LockWait <= 0 {
 		o.LockWait = 2 * time.Minute
@@ -86,8 +105,15 @@ func (c *Client) LinkedClone(ctx context.Context, node string, vmid int, o Clone
 		if o.Description != "" {
 			body["description"] = o.Description
 		}
+		if err := ctx.Err(); err != nil {
+			return 0, fmt.Errorf("linked clone of template %d on %s: %w", vmid, node, err)
+		}
+		// Proxmox writes the clone's config before it answers: a POST cut
+		// short by the caller may have made a clone nobody would know of.
 		var upid string
-		err := c.post(ctx, ctPath(node, vmid, "/clone"), body, &upid)
+		dctx, cancel := detached(ctx)
+		err := c.post(dctx, ctPath(node, vmid, "/clone"), body, &upid)
+		cancel()
 		if err == nil {
 			return newid, c.waitClone(ctx, node, vmid, newid, upid)
 		}
@@ -101,7 +127,7 @@ func (c *Client) LinkedClone(ctx context.Context, node string, vmid int, o Clone
 			}
 			delay = min(2*delay, 2*time.Second)
 		case locked:
-			return 0, fmt.Errorf("linked clone of template %d on %s: it stayed locked (%s) for %s: %w", vmid, node, lock, o.LockWait, err)
+			return 0, fmt.Errorf("linked clone of template %d on %s: it stayed locked (%s) for %s: %w: %w", vmid, node, lock, o.LockWait, ErrLocked, err)
 		case o.NewID == 0 && alreadyExists(err) && attempt < 5:
 			// nextid is advisory: another client took the VMID.
 		case alreadyExists(err):

@@ -3,6 +3,8 @@ package proxmox
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +74,8 @@ func TestLinkedClone(t *testing.T) {
 				t.Fatalf("LinkedClone = %d, %v; want %d", vmid, err, tc.want)
 			case tc.wantErr == "VMID already in use" && !errors.Is(err, ErrVMIDTaken):
 				t.Errorf("%v is not ErrVMIDTaken", err)
+			case strings.Contains(tc.wantErr, "stayed locked") && !errors.Is(err, ErrLocked):
+				t.Errorf("%v is not ErrLocked", err)
 			}
 			for k, n := range tc.calls {
 				if got := f.count(k); got != n {
@@ -119,4 +123,62 @@ func TestLockedBy(t *testing.T) {
 			t.Errorf("LockedBy(%v) = %q %v", tc.err, lock, ok)
 		}
 	}
+}
+
+// hookedPVE is a fakePVE that calls hook with each request before it
+// answers it.
+func hookedPVE(t *testing.T, script map[string][]answer, hook func(r *http.Request)) *fakePVE {
+	t.Helper()
+	f := &fakePVE{script: script, calls: map[string]int{}, ok: `{"data":"` + cloneUPID + `"}`}
+	f.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hook(r)
+		f.serve(w, r)
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// TestCallerGivesUp: a caller that gives up once the POST is sent leaves
+// nothing half-made: a clone is waited for and removed, a conversion into
+// a template is waited for to its end (removing the container meanwhile
+// would break its renamed volumes), and both report the caller's error.
+func TestCallerGivesUp(t *testing.T) {
+	t.Run("clone", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		f := hookedPVE(t, map[string][]answer{cloneStatus: repeat(taskOK, 10),
+			"GET /nodes/pve1/lxc/101/status/current": {{status: 200, body: `{"data":{"vmid":101,"status":"stopped"}}`}}},
+			func(r *http.Request) {
+				if r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/clone") {
+					cancel()
+				}
+			})
+		_, err := f.dial(t).LinkedClone(ctx, "pve1", 100, CloneOptions{NewID: 101})
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("LinkedClone: %v, want the caller's error", err)
+		}
+		if n := f.count("DELETE /nodes/pve1/lxc/101"); n != 1 {
+			t.Errorf("the clone was removed %d times, want once", n)
+		}
+	})
+	t.Run("template", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		f := hookedPVE(t, map[string][]answer{
+			"POST /nodes/pve1/lxc/100/template": {{status: 200, body: `{"data":null}`}},
+			"GET /nodes/pve1/lxc/100/config": {{status: 200, body: `{"data":{"hostname":"t"}}`},
+				{status: 200, body: `{"data":{"hostname":"t","template":1}}`}}},
+			func(r *http.Request) {
+				if r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/template") {
+					cancel()
+				}
+			})
+		err := f.dial(t).MakeTemplate(ctx, "pve1", 100)
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("MakeTemplate: %v, want the caller's error", err)
+		}
+		if n := f.count("GET /nodes/pve1/lxc/100/config"); n != 2 {
+			t.Errorf("config read %d times, want 2: until it says template: 1", n)
+		}
+	})
 }

@@ -40,6 +40,26 @@ func TestBaseMark(t *testing.T) {
 	}
 }
 
+func TestOwnerMark(t *testing.T) {
+	tests := []struct {
+		name, desc, want string
+		ok               bool
+	}{
+		{"ours", "pve-image CRI container app (0123) of pod default/web\n" + ownerMark + "abc\n", "abc", true},
+		{"indented by an editor", "text\n  " + ownerMark + "abc  ", "abc", true},
+		{"no mark", "pve-image CRI container app of pod default/web", "", false},
+		{"empty", "text\n" + ownerMark + "\n", "", false},
+		{"a template container's", baseMark + `{"volid":"v","owner":"abc"}`, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, ok := parseOwnerMark(tt.desc); got != tt.want || ok != tt.ok {
+				t.Errorf("parseOwnerMark = %q %v, want %q %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
 func TestBaseHostname(t *testing.T) {
 	for volid, want := range map[string]string{
 		"local:vztmpl/bb_1_amd64.0123456789ab.tar.zst":                    "tmpl-bb-1-amd64-0123456789ab",
@@ -121,7 +141,7 @@ func TestLinkedClonesOnTheSimulator(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
-		wg.Go(func() { vmids[i], bases[i], errs[i] = a.makeContainer(ctx, "pve1", spec(i, "local-lvm:1")) })
+		wg.Go(func() { vmids[i], bases[i], errs[i] = a.makeUnrecorded(ctx, "pve1", spec(i, "local-lvm:1")) })
 	}
 	wg.Wait()
 	for i := range n {
@@ -151,10 +171,10 @@ func TestLinkedClonesOnTheSimulator(t *testing.T) {
 	// A restarted daemon takes its template container again; another
 	// daemon (another owner) makes its own.
 	a2 := server(dirA)
-	if _, b, err := a2.makeContainer(ctx, "pve1", spec(20, "local-lvm:1")); err != nil || b == nil || b.VMID != base {
+	if _, b, err := a2.makeUnrecorded(ctx, "pve1", spec(20, "local-lvm:1")); err != nil || b == nil || b.VMID != base {
 		t.Errorf("after a restart: base %+v, %v; want %d", b, err, base)
 	}
-	if _, b, err := server(t.TempDir()).makeContainer(ctx, "pve1", spec(21, "local-lvm:1")); err != nil || b == nil || b.VMID == base {
+	if _, b, err := server(t.TempDir()).makeUnrecorded(ctx, "pve1", spec(21, "local-lvm:1")); err != nil || b == nil || b.VMID == base {
 		t.Errorf("another daemon: base %+v, %v; want its own", b, err)
 	}
 
@@ -174,7 +194,7 @@ func TestLinkedClonesOnTheSimulator(t *testing.T) {
 		t.Fatal("the unused template container stays")
 	}
 	// The next create makes it anew (nextid may hand out its VMID again).
-	if _, b, err := a2.makeContainer(ctx, "pve1", spec(22, "local-lvm:1")); err != nil || b == nil {
+	if _, b, err := a2.makeUnrecorded(ctx, "pve1", spec(22, "local-lvm:1")); err != nil || b == nil {
 		t.Errorf("after its template container went: base %+v, %v", b, err)
 	} else if ct, ok := sim.Container("pve1", b.VMID); !ok || ct.Config["template"] != "1" {
 		t.Errorf("after its template container went: CT %d is %v", b.VMID, ct)
@@ -183,7 +203,7 @@ func TestLinkedClonesOnTheSimulator(t *testing.T) {
 	// Creates at once on a directory storage (Proxmox unpacks the
 	// template) get a VMID each, though nextid names the same one to all.
 	for i := range n {
-		wg.Go(func() { vmids[i], bases[i], errs[i] = a.makeContainer(ctx, "pve1", spec(40+i, "shared:1")) })
+		wg.Go(func() { vmids[i], bases[i], errs[i] = a.makeUnrecorded(ctx, "pve1", spec(40+i, "shared:1")) })
 	}
 	wg.Wait()
 	for i := range n {
@@ -193,14 +213,14 @@ func TestLinkedClonesOnTheSimulator(t *testing.T) {
 	}
 
 	// A directory storage: Proxmox unpacks the template.
-	if vmid, b, err := a.makeContainer(ctx, "pve1", spec(30, "shared:1")); err != nil || b != nil {
+	if vmid, b, err := a.makeUnrecorded(ctx, "pve1", spec(30, "shared:1")); err != nil || b != nil {
 		t.Errorf("on a directory storage: %d %+v %v", vmid, b, err)
 	}
 	never, err := New(Config{Proxmox: cl, Node: "pve1", StateDir: t.TempDir(), LinkedClones: LinkedClonesNever})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, b, err := never.makeContainer(ctx, "pve1", spec(31, "local-lvm:1")); err != nil || b != nil {
+	if _, b, err := never.makeUnrecorded(ctx, "pve1", spec(31, "local-lvm:1")); err != nil || b != nil {
 		t.Errorf("--linked-clones never: %+v %v", b, err)
 	}
 	if _, err := New(Config{StateDir: t.TempDir(), LinkedClones: "always"}); err == nil {
@@ -265,4 +285,14 @@ func TestWithVMID(t *testing.T) {
 	if !errors.Is(err, proxmox.ErrVMIDTaken) {
 		t.Errorf("after %d tries: %v", maxVMIDTries, err)
 	}
+}
+
+// makeUnrecorded is makeContainer as a create whose record is then lost:
+// the container is no longer pending, and no record names it.
+func (s *Server) makeUnrecorded(ctx context.Context, node string, spec proxmox.ContainerSpec) (int, *baseRef, error) {
+	vmid, b, err := s.makeContainer(ctx, node, spec)
+	if err == nil {
+		s.bases.done(vmid)
+	}
+	return vmid, b, err
 }

@@ -123,7 +123,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		"ostemplate":   volid,
 		"unprivileged": "1",
 		"hostname":     hostname(sb, c),
-		"description":  fmt.Sprintf("pve-image CRI container %s (%s) of pod %s/%s", c.GetMetadata().GetName(), id[:12], sb.Metadata.GetNamespace(), sb.Metadata.GetName()),
+		"description":  s.podDescription(fmt.Sprintf("pve-image CRI container %s (%s) of pod %s/%s", c.GetMetadata().GetName(), id[:12], sb.Metadata.GetNamespace(), sb.Metadata.GetName())),
 		"tags":         "pve-image;pod-" + tagSafe(sb.Metadata.GetUid()),
 	}
 	if !shim && len(sb.DNS.GetServers()) > 0 {
@@ -153,6 +153,9 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, grpcError(err)
 	}
+	// Pending until recorded or undone: the start-up sweep leaves it, and
+	// its template container stays.
+	defer s.bases.done(vmid)
 	// Undo a creation nobody will know of, even if kubelet has given up
 	// on this call.
 	undo := func() { s.pve().DestroyContainer(context.WithoutCancel(ctx), node, vmid, true) }
@@ -175,6 +178,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		undo()
 		return nil, grpcError(err)
 	}
+	s.cfg.Metrics.created.WithLabelValues(rec.rootfs()).Inc()
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 

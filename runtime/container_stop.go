@@ -32,7 +32,7 @@ func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContaine
 		err = s.stopUnsupervised(ctx, c, timeout)
 	}
 	if err == nil {
-		s.cfg.Metrics.stopTime.Observe(time.Since(start).Seconds())
+		s.cfg.Metrics.stopTime.WithLabelValues(c.rootfs()).Observe(time.Since(start).Seconds())
 	}
 	return &runtimeapi.StopContainerResponse{}, grpcError(err)
 }

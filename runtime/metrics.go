@@ -25,7 +25,7 @@ type Metrics struct {
 	rpcProxmox      *prometheus.HistogramVec
 	proxmoxTime     *prometheus.HistogramVec
 	createToRunning *prometheus.HistogramVec
-	stopTime        prometheus.Histogram
+	stopTime        *prometheus.HistogramVec
 	removeTime      *prometheus.HistogramVec
 	created         *prometheus.CounterVec
 	cloneQueue      prometheus.Histogram
@@ -70,7 +70,7 @@ func NewMetrics() *Metrics {
 		}, []string{"method"}),
 		rpcProxmox: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pve_image_grpc_request_proxmox_duration_seconds",
-			Help:    "The part of each CRI call's latency spent in Proxmox API calls and their tasks, by method; the rest of pve_image_grpc_request_duration_seconds is the daemon's own.",
+			Help:    "The part of each CRI call's latency spent in Proxmox API calls and their tasks, by method; the rest of pve_image_grpc_request_duration_seconds is the daemon's own, less pve_image_linked_clone_queue_wait_seconds for creates. PullImage calls of one image at once share one pull: its Proxmox time (the template's upload) counts in the call that started it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"method"}),
 		proxmoxTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -83,20 +83,20 @@ func NewMetrics() *Metrics {
 			Help:    "From CreateContainer's arrival to the end of a successful StartContainer, by how the root disk was made (linked-clone, extract).",
 			Buckets: phase,
 		}, []string{"rootfs"}),
-		stopTime: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "pve_image_container_stop_duration_seconds", Help: "StopContainer of a running container, until it stopped.",
+		stopTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pve_image_container_stop_duration_seconds", Help: "StopContainer of a running container, until it stopped, by how its root disk was made (linked-clone, extract).",
 			Buckets: phase,
-		}),
+		}, []string{"rootfs"}),
 		removeTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "pve_image_container_remove_duration_seconds", Help: "RemoveContainer that destroyed a Proxmox container, by how its root disk was made.",
 			Buckets: phase,
 		}, []string{"rootfs"}),
 		created: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pve_image_containers_created_total", Help: "Containers created, by how the root disk was made (linked-clone, extract).",
+			Name: "pve_image_containers_created_total", Help: "Containers created and recorded by CreateContainer (not those it removed again), by how the root disk was made (linked-clone, extract).",
 		}, []string{"rootfs"}),
 		cloneQueue: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pve_image_linked_clone_queue_wait_seconds",
-			Help:    "How long a create waited for its template container: Proxmox clones from one template one at a time.",
+			Help:    "How long a create waited in the queue of its template container, behind the clones of other creates (Proxmox clones from one template one at a time); creates whose caller gave up in the queue are counted too. Not part of pve_image_grpc_request_proxmox_duration_seconds.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 3, 12),
 		}),
 		templates: prometheus.NewCounterVec(prometheus.CounterOpts{

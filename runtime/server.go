@@ -138,8 +138,9 @@ func New(cfg Config) (*Server, error) {
 
 // Start runs what works beside the gRPC calls until ctx ends: the watcher
 // that collects supervised containers' output and exit statuses, the
-// streaming server of exec and port-forward, and once the removal of
-// template containers a daemon left unused (clones.go).
+// streaming server of exec and port-forward, and once the removal of what
+// a daemon of this owner left behind: template containers no clone uses,
+// and containers it made but never recorded (clones.go).
 func (s *Server) Start(ctx context.Context) error {
 	if s.cfg.Proxmox != nil {
 		go s.sweepBases(ctx)

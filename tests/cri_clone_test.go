@@ -81,7 +81,8 @@ func TestCRILinkedClones(t *testing.T) {
 	}
 	cfg := ctConfig(t, sim, vmid)
 	if cfg["rootfs"] != fmt.Sprintf("local-lvm:vm-%d-disk-0,size=1G", vmid) || cfg["hostname"] != "web" || !strings.HasPrefix(cfg["mp0"], filepath.Join(dir, "data")+",mp=/data") ||
-		!strings.Contains(cfg["net0"], "ip=10.88.20.2/24") || !strings.Contains(cfg["tags"], "pod-uid-web") || cfg["template"] != "" {
+		!strings.Contains(cfg["net0"], "ip=10.88.20.2/24") || !strings.Contains(cfg["tags"], "pod-uid-web") || cfg["template"] != "" ||
+		!strings.Contains(cfg["description"], "\npve-image-owner: ") {
 		t.Errorf("the pod's linked clone: %v", cfg)
 	}
 	mac := regexp.MustCompile(`hwaddr=([0-9A-Fa-f:]+)`).FindStringSubmatch(cfg["net0"])
@@ -153,6 +154,9 @@ func TestCRILinkedClones(t *testing.T) {
 	}
 	if got := templateCTs(sim); len(got) != 1 {
 		t.Fatalf("template containers with one clone left: %v", got)
+	}
+	if m := d.metrics(t); !strings.Contains(m, `pve_image_container_stop_duration_seconds_count{rootfs="linked-clone"} 7`) {
+		t.Errorf("metrics lack the stops of linked clones:\n%s", grepLines(m, "pve_image_container_stop"))
 	}
 	d.crictlOK(t, "rmp", "-f", podID)
 	if got := templateCTs(sim); len(got) != 0 {

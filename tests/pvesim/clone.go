@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -40,6 +41,31 @@ import (
 type cowState struct {
 	bases  map[string]*baseTree  // by node + "/" + base volid
 	clones map[*container]*clone // linked clones with an overlay rootfs
+	// storageLocks are vdisk_clone's storage locks (Plugin.pm
+	// cluster_lock_storage): by node + "/" + storage for a local storage
+	// (a flock under /var/lock/pve-manager), by storage for a shared one
+	// (cfs_lock_storage, cluster-wide).
+	storageLocks map[string]*sync.Mutex
+}
+
+// storageLock is the lock vdisk_clone holds on st while it clones a
+// volume on node.
+func (s *Server) storageLock(node string, st *storageCfg) *sync.Mutex {
+	k := st.id
+	if !st.shared {
+		k = node + "/" + k
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cow.storageLocks == nil {
+		s.cow.storageLocks = map[string]*sync.Mutex{}
+	}
+	l := s.cow.storageLocks[k]
+	if l == nil {
+		l = &sync.Mutex{}
+		s.cow.storageLocks[k] = l
+	}
+	return l
 }
 
 // baseTree is the root file system of a template's base volume.
@@ -418,36 +444,12 @@ func randomMAC(nic string) string {
 // volume (LvmThinPlugin clone_image: a thin snapshot named with the new
 // VMID's next free disk), then mount_all and post_clone_hook.
 func (s *Server) cloneVolumes(w *worker, src, ct *container, srcConf map[string]string, keys []string) error {
-	s.mu.Lock()
-	sd, sl := src.disk, src.lxc
-	s.mu.Unlock()
 	for _, k := range keys {
 		if k != "rootfs" {
 			return errors.New("pvesim: linked clones of volume mount points are not simulated")
 		}
-		mp := parseVolume(k, srcConf[k])
-		w.printf("create linked clone of mount point %s (%s)\n", k, mp.m["volume"])
-		st := s.storage(sd.storage)
-		s.mu.Lock()
-		name := s.nextDiskName(ct.node, st, ct.vmid)
-		d := &disk{storage: st.id, volid: st.id + ":" + name, size: sd.size}
-		ct.disk = d
-		base := s.cow.bases[src.node+"/"+sd.volid]
-		s.mu.Unlock()
-		w.printf("  Logical volume \"%s\" created.\n", name)
-		mp.m["volume"] = d.volid
-		s.mu.Lock()
-		nc := maps.Clone(ct.conf)
-		nc[k] = mp.print()
-		ct.conf = nc
-		s.mu.Unlock()
-		if sl != nil {
-			if base == nil || base.dir == "" {
-				return fmt.Errorf("pvesim: no base tree for %s", sd.volid)
-			}
-			if err := s.overlayRootfs(ct, base); err != nil {
-				return err
-			}
+		if err := s.cloneVolume(w, src, ct, srcConf[k], k); err != nil {
+			return err
 		}
 	}
 	if err := w.injected(); err != nil {
@@ -464,6 +466,42 @@ func (s *Server) cloneVolumes(w *worker, src, ct *container, srcConf map[string]
 		postCloneHook(l.Rootfs)
 	}
 	return l.WriteConfig(s.lxcOptions(ct.node, conf))
+}
+
+// cloneVolume is vdisk_clone of the volume of mount point k (whose
+// config is value): the new volume's name and its copy-on-write clone
+// under the storage's lock, so that clones on one storage take their
+// turns for that part.
+func (s *Server) cloneVolume(w *worker, src, ct *container, value, k string) error {
+	s.mu.Lock()
+	sd, sl := src.disk, src.lxc
+	s.mu.Unlock()
+	mp := parseVolume(k, value)
+	w.printf("create linked clone of mount point %s (%s)\n", k, mp.m["volume"])
+	st := s.storage(sd.storage)
+	lock := s.storageLock(ct.node, st)
+	lock.Lock()
+	defer lock.Unlock()
+	s.mu.Lock()
+	name := s.nextDiskName(ct.node, st, ct.vmid)
+	d := &disk{storage: st.id, volid: st.id + ":" + name, size: sd.size}
+	ct.disk = d
+	base := s.cow.bases[src.node+"/"+sd.volid]
+	s.mu.Unlock()
+	w.printf("  Logical volume \"%s\" created.\n", name)
+	mp.m["volume"] = d.volid
+	s.mu.Lock()
+	nc := maps.Clone(ct.conf)
+	nc[k] = mp.print()
+	ct.conf = nc
+	s.mu.Unlock()
+	if sl == nil {
+		return nil
+	}
+	if base == nil || base.dir == "" {
+		return fmt.Errorf("pvesim: no base tree for %s", sd.volid)
+	}
+	return s.overlayRootfs(ct, base)
 }
 
 // overlayRootfs gives a linked clone its LXC directory with an overlayfs

@@ -278,7 +278,11 @@
 //     and template dropped, hostname and description taken from the
 //     parameters. The worker logs "creating a clone of container X with
 //     ID Y" and "create linked clone of mount point rootfs (<volid>)",
-//     makes vm-<newid>-disk-N, runs post_clone_hook (for managed
+//     makes vm-<newid>-disk-N under the storage's lock (vdisk_clone,
+//     Plugin.pm cluster_lock_storage: per node for a local storage,
+//     cluster-wide for a shared one), so that clones on one storage take
+//     turns for the volume's name and clone (here the overlay's mount,
+//     which stands for the clone), runs post_clone_hook (for managed
 //     distributions with systemd: /var/lib/dbus/machine-id removed unless
 //     a link, /etc/machine-id emptied unless "uninitialized"), drops both
 //     locks; a failure frees the new disk and config ("clone failed:
@@ -316,7 +320,9 @@
 //     "base volume '...' is still in use by linked clones"), migrating
 //     and restoring over a linked clone (its overlay does not move),
 //     hot-plugging bind mount points into a running container ("pvesim:
-//     changing 'mpN' is not simulated"), the vztemplate worker's log.
+//     changing 'mpN' is not simulated"), the vztemplate worker's log, the
+//     timeout of vdisk_clone's storage lock ("can't lock file ... - got
+//     timeout"; here the lock is held for milliseconds).
 //   - OCI archives as templates (§4: detected, then refused), registry
 //     pull, download-url, snapshots, moves to another storage
 //     (move_volume with storage, migrate with target-storage), vzdump of
