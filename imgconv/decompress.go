@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/bzip2"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -49,8 +50,19 @@ var (
 // has its say, and close releases both.
 type decompressor struct {
 	io.Reader
-	finish func() error
-	close  func()
+	finish func(ctx context.Context) error
+	// abort stops the decoding when its output is no longer wanted; the
+	// blob is still read to its end by finish.
+	abort func()
+	close func()
+	// trailing judges an error of the decoder after the tar's end: nil
+	// when what follows the tar does not matter, an error when the two
+	// gzip decoders agree the layer is corrupt (a bad checksum or length,
+	// a truncated or broken member).
+	trailing func(error) error
+	// external: an external decoder (Igzip) runs; fromFile: on the blob
+	// as a file.
+	external, fromFile bool
 }
 
 // newDecompressor decodes blob. gunzip, if not "", is an external gzip
@@ -79,6 +91,7 @@ func decoderFor(blob io.ReadCloser, sizeHint int64, gunzip string, minGunzip int
 			if err == nil {
 				closeDec := d.close
 				d.close = func() { closeDec(); f.Close() }
+				d.fromFile = true
 			}
 			return d, err
 		}
@@ -95,15 +108,20 @@ func decoderFor(blob io.ReadCloser, sizeHint int64, gunzip string, minGunzip int
 		return nil, err
 	}
 	// What the decoder leaves of the blob is read to its end here, in the
-	// goroutine that reads the tar.
-	inProcess := func(r io.Reader, closeDec func()) (*decompressor, error) {
+	// goroutine that reads the tar. After the tar's end, only the gzip
+	// decoder's errors count, as igzip's do; other formats keep what they
+	// always accepted there.
+	inProcess := func(r io.Reader, closeDec func(), trailing func(error) error) (*decompressor, error) {
 		return &decompressor{Reader: r,
-			finish: func() error {
-				_, err := io.CopyBuffer(io.Discard, blob, make([]byte, 64<<10))
+			finish: func(ctx context.Context) error {
+				_, err := io.CopyBuffer(io.Discard, ctxReader{ctx, blob}, make([]byte, 64<<10))
 				return err
 			},
-			close: func() { closeDec(); blob.Close() }}, nil
+			abort:    func() {},
+			close:    func() { closeDec(); blob.Close() },
+			trailing: trailing}, nil
 	}
+	ignore := func(error) error { return nil }
 	switch {
 	case bytes.HasPrefix(head, gzipMagic) && external:
 		return startGunzip(gunzip, br, blob)
@@ -112,7 +130,9 @@ func decoderFor(blob io.ReadCloser, sizeHint int64, gunzip string, minGunzip int
 		if err != nil {
 			return nil, fmt.Errorf("gzip: %w", err)
 		}
-		return inProcess(zr, func() { zr.Close() })
+		m := &gzipMembers{br: br, zr: zr}
+		zr.Multistream(false)
+		return inProcess(m, func() { zr.Close() }, func(err error) error { return err })
 	case bytes.HasPrefix(head, zstdMagic):
 		// One decoder goroutine: with two cores, the output compressor and the
 		// other layers' decoders want the rest (perf.md §4.5).
@@ -120,17 +140,65 @@ func decoderFor(blob io.ReadCloser, sizeHint int64, gunzip string, minGunzip int
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
-		return inProcess(zr, zr.Close)
+		return inProcess(zr, zr.Close, ignore)
 	case bytes.HasPrefix(head, xzMagic):
 		// Layers are never xz; templates from pveam are.
 		xr, err := xz.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("xz: %w", err)
 		}
-		return inProcess(xr, func() {})
+		return inProcess(xr, func() {}, ignore)
 	case bytes.HasPrefix(head, bzip2Magic) && len(head) >= 4 && head[3] >= '1' && head[3] <= '9':
-		return inProcess(bzip2.NewReader(br), func() {})
+		return inProcess(bzip2.NewReader(br), func() {}, ignore)
 	default:
-		return inProcess(br, func() {})
+		return inProcess(br, func() {}, ignore)
 	}
+}
+
+// gzipMembers reads a gzip stream of one or more members as igzip does:
+// after a member, bytes that do not start with gzip's magic end the stream
+// (padding builders leave), while a member that starts there must be
+// whole. klauspost's own multistream mode instead fails on any bytes after
+// the last member that are not a member, an error that was then ignored
+// together with a bad checksum after the tar's end (the two decoders
+// disagreed on such layers).
+type gzipMembers struct {
+	br   *bufio.Reader
+	zr   *gzip.Reader
+	done bool
+}
+
+func (m *gzipMembers) Read(p []byte) (int, error) {
+	for !m.done {
+		n, err := m.zr.Read(p)
+		if err != io.EOF {
+			return n, err
+		}
+		// The member ended, its checksum and length checked.
+		if head, _ := m.br.Peek(len(gzipMagic)); !bytes.Equal(head, gzipMagic) {
+			m.done = true
+		} else if err := m.zr.Reset(m.br); err != nil {
+			return n, fmt.Errorf("gzip: %w", err)
+		} else {
+			m.zr.Multistream(false)
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+	return 0, io.EOF
+}
+
+// ctxReader stops reading once ctx ends: the rest of a blob still
+// downloading may take long.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }

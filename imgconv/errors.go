@@ -62,6 +62,11 @@ var (
 	ErrTooManyEntries = errors.New("image has more entries than the limit")
 	ErrMediaType      = errors.New("unsupported layer media type")
 	ErrCorrupt        = errors.New("layer is corrupt or truncated")
+	// ErrExternalGunzip marks a failure of the external gzip decoder
+	// (Options.Gunzip): it did not start, or it refused a layer, which
+	// then is ErrCorrupt as well. A layer that the built-in decoder reads
+	// (Options.Gunzip "") is the decoder's problem, not the image's.
+	ErrExternalGunzip = errors.New("external gzip decoder failed")
 	ErrBadHardlink    = errors.New("hardlink target does not exist or is a directory")
 	ErrBadWhiteout    = errors.New("invalid whiteout")
 	ErrNameTooLong    = errors.New("file name longer than 255 bytes, which Linux cannot create (NAME_MAX)")

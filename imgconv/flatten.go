@@ -46,10 +46,14 @@ type Options struct {
 	Stream int
 	// Gunzip, if set, is an external gzip decoder (the path of Igzip, see
 	// LookIgzip) for gzip layers of 1 MiB and more; "" decodes every
-	// layer in this process. The bytes written do not depend on it.
+	// layer in this process. The bytes written do not depend on it. Its
+	// failures are ErrExternalGunzip.
 	Gunzip string
 	// gunzipFrom overrides the 1 MiB, for tests.
 	gunzipFrom int64
+	// gunzipped, if set, is told of each layer the external decoder
+	// reads, for tests to know it ran.
+	gunzipped func(fromFile bool)
 }
 
 type flattener struct {

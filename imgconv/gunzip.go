@@ -3,6 +3,7 @@ package imgconv
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,13 +30,53 @@ const Igzip = "igzip"
 // a process: below it the start of one costs more than it saves.
 const minExternalGunzip = 1 << 20
 
-// LookIgzip returns the path of igzip on PATH, or "" when it is not there.
-func LookIgzip() string {
+// LookIgzip returns the path of igzip on PATH when it is there and works,
+// "" otherwise. A broken igzip (a missing library, exit 127) would make
+// every large gzip layer look corrupt, so the program found is first asked
+// to decode a tiny gzip; the error says why one found is not used. The
+// answer is looked up once per process.
+func LookIgzip() (string, error) { return lookIgzip() }
+
+var lookIgzip = sync.OnceValues(func() (string, error) {
 	p, err := exec.LookPath(Igzip)
 	if err != nil {
-		return ""
+		return "", nil
 	}
-	return p
+	if err := probeGunzip(p); err != nil {
+		return "", err
+	}
+	return p, nil
+})
+
+// probeGzip is probeText compressed by gzip -9n.
+var (
+	probeText = []byte("pve-image: igzip probe\n")
+	probeGzip = []byte{
+		0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0x2b, 0x28,
+		0x4b, 0xd5, 0xcd, 0xcc, 0x4d, 0x4c, 0x4f, 0xb5, 0x52, 0xc8, 0x4c, 0xaf,
+		0xca, 0x2c, 0x50, 0x28, 0x28, 0xca, 0x4f, 0x4a, 0xe5, 0x02, 0x00, 0x91,
+		0x07, 0xd4, 0x63, 0x17, 0x00, 0x00, 0x00,
+	}
+)
+
+// probeGunzip checks that prog decodes gzip as it is run for layers.
+func probeGunzip(prog string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, prog, "-d", "-c", "-q")
+	cmd.Stdin, cmd.Stderr = bytes.NewReader(probeGzip), &limitedBuffer{b: &stderr, max: 4 << 10}
+	out, err := cmd.Output()
+	if err != nil {
+		if msg := strings.Join(strings.Fields(stderr.String()), " "); msg != "" {
+			err = fmt.Errorf("%w: %s", err, msg)
+		}
+		return fmt.Errorf("%s does not work: %w", prog, err)
+	}
+	if !bytes.Equal(out, probeText) {
+		return fmt.Errorf("%s does not work: it decodes a known gzip to other bytes", prog)
+	}
+	return nil
 }
 
 // externalGunzip runs prog -dc with the blob on its standard input and
@@ -47,7 +89,8 @@ type externalGunzip struct {
 	br     *bufio.Reader
 	stderr bytes.Buffer
 	waited sync.Once
-	err    error // the process's end, once waited for
+	err    error       // the process's end, once waited for
+	killed atomic.Bool // by us: its end is not the decoder's verdict
 
 	fed     chan error  // the copy's end: the blob's error, nil at its EOF
 	stop    atomic.Bool // the copy is to end at once
@@ -92,9 +135,10 @@ func startGunzip(prog string, in io.Reader, closer io.Closer) (*decompressor, er
 		if stdin != nil {
 			stdin.Close()
 		}
-		return nil, fmt.Errorf("start %s: %w", prog, err)
+		return nil, fmt.Errorf("%w: start %s: %w", ErrExternalGunzip, prog, err)
 	}
-	d := &decompressor{Reader: g, finish: func() error { return nil }, close: g.close}
+	d := &decompressor{Reader: g, finish: func(context.Context) error { return nil }, abort: g.kill, close: g.close,
+		trailing: func(err error) error { return err }, external: true}
 	if closer != nil {
 		g.fed = make(chan error, 1)
 		go g.feed(in, stdin, closer)
@@ -108,14 +152,17 @@ func startGunzip(prog string, in io.Reader, closer io.Closer) (*decompressor, er
 }
 
 // feed copies the blob to the decoder. Should the decoder stop reading
-// before the blob ends (trailing bytes it ignores), the blob is still read
-// to its end: whatever verifies it as it is read gets to.
+// before the blob ends (trailing bytes it ignores, or it was killed), the
+// blob is still read to its end: whatever verifies it as it is read gets
+// to.
 func (g *externalGunzip) feed(blob io.Reader, stdin *os.File, closer io.Closer) {
 	buf := make([]byte, 256<<10)
 	var err error
 	for !g.stop.Load() {
 		n, rerr := blob.Read(buf)
 		if n > 0 && stdin != nil {
+			// EPIPE once the decoder ended: Go ignores SIGPIPE for
+			// pipes other than its standard output.
 			if _, werr := stdin.Write(buf[:n]); werr != nil {
 				stdin.Close()
 				stdin = nil
@@ -136,10 +183,16 @@ func (g *externalGunzip) feed(blob io.Reader, stdin *os.File, closer io.Closer) 
 }
 
 // blobEnd waits for the copy to read the blob to its end and returns the
-// blob's error.
-func (g *externalGunzip) blobEnd() error {
+// blob's error, or ctx's should it end first (the copy then stops).
+func (g *externalGunzip) blobEnd(ctx context.Context) error {
 	if !g.got {
-		g.blobErr, g.got = <-g.fed, true
+		select {
+		case g.blobErr = <-g.fed:
+			g.got = true
+		case <-ctx.Done():
+			g.stop.Store(true)
+			return ctx.Err()
+		}
 	}
 	return g.blobErr
 }
@@ -161,22 +214,39 @@ func (g *externalGunzip) wait() error {
 	g.waited.Do(func() {
 		err := g.cmd.Wait()
 		var ee *exec.ExitError
-		if errors.As(err, &ee) {
+		switch {
+		case g.killed.Load() && err != nil:
+			err = errGunzipKilled
+		case errors.As(err, &ee):
 			msg := strings.Join(strings.Fields(g.stderr.String()), " ")
 			if msg == "" {
 				msg = ee.String()
 			}
-			err = fmt.Errorf("gzip: %s: %s", g.cmd.Args[0], msg)
+			err = fmt.Errorf("%w: gzip: %s: %s", ErrExternalGunzip, g.cmd.Args[0], msg)
+		case err != nil:
+			err = fmt.Errorf("%w: %s: %w", ErrExternalGunzip, g.cmd.Args[0], err)
 		}
 		g.err = err
 	})
 	return g.err
 }
 
+// errGunzipKilled is what reading a decoder we stopped gives.
+var errGunzipKilled = errors.New("gzip decoder stopped")
+
+// kill stops the decoder where it is: its output is no longer wanted (a
+// limit was hit, or the layer failed). A decoder blocked writing its
+// output then ends, and the copy into it gets EPIPE and goes on reading
+// the blob to its end without it.
+func (g *externalGunzip) kill() {
+	g.killed.Store(true)
+	g.cmd.Process.Kill()
+}
+
 // close stops the decoder if it still runs (the tar ended early, or
 // failed) and releases the pipe.
 func (g *externalGunzip) close() {
-	g.cmd.Process.Kill()
+	g.kill()
 	g.out.Close()
 	g.wait()
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -21,11 +23,34 @@ import (
 
 func needIgzip(t *testing.T) string {
 	t.Helper()
-	p := LookIgzip()
+	p, err := LookIgzip()
 	if p == "" {
-		testenv.Missing(t, "igzip not installed (Debian package isal)")
+		testenv.Missing(t, fmt.Sprintf("igzip not installed or not working (Debian package isal): %v", err))
 	}
 	return p
+}
+
+// igzipRuns counts the layers the external decoder reads, from a file and
+// from a stream, so that a test knows the path it means to test was taken.
+type igzipRuns struct{ file, stream atomic.Int64 }
+
+func (c *igzipRuns) hook(opts *Options) *Options {
+	opts.gunzipped = func(fromFile bool) {
+		if fromFile {
+			c.file.Add(1)
+		} else {
+			c.stream.Add(1)
+		}
+	}
+	return opts
+}
+
+// check fails t unless igzip read a layer in the way asked for.
+func (c *igzipRuns) check(t *testing.T, fromFile bool, what string) {
+	t.Helper()
+	if n := map[bool]*atomic.Int64{true: &c.file, false: &c.stream}[fromFile].Load(); n == 0 {
+		t.Errorf("%s: igzip never ran (from a file: %v)", what, fromFile)
+	}
 }
 
 // fileLayer is a layer whose blob is a file, as layers from the cache are:
@@ -98,12 +123,14 @@ func TestExternalGunzipSameBytes(t *testing.T) {
 						if mode == "igzip file" {
 							layers = append(layers, newFileLayer(t, b))
 						} else {
-							layers = append(layers, newMemLayer(b, types.OCILayer))
+							layers = append(layers, sizedMem(b))
 						}
 					}
 					opts := Options{Stream: stream}
+					var runs igzipRuns
 					if mode != "builtin" {
 						opts.Gunzip, opts.gunzipFrom = igzip, 1
+						runs.hook(&opts)
 					}
 					r, err := flatten(t, opts, layers...)
 					if err != nil {
@@ -112,6 +139,9 @@ func TestExternalGunzipSameBytes(t *testing.T) {
 					var buf bytes.Buffer
 					_, err = r.WriteTar(context.Background(), &buf)
 					r.Close()
+					if mode != "builtin" {
+						runs.check(t, mode == "igzip file", fmt.Sprintf("%s, stream %d", mode, stream))
+					}
 					if errors.Is(err, ErrRestart) {
 						continue // written again without streaming, below
 					}
@@ -159,7 +189,7 @@ func TestExternalGunzipBadInput(t *testing.T) {
 		{"not gzip past its header", append(bytes.Clone(good[:10]), bytes.Repeat([]byte{0xff}, 1<<20)...)},
 	} {
 		for _, asFile := range []bool{false, true} {
-			var l Layer = newMemLayer(tc.blob, types.OCILayer)
+			var l Layer = sizedMem(tc.blob)
 			if asFile {
 				l = newFileLayer(t, tc.blob)
 			}
@@ -167,10 +197,12 @@ func TestExternalGunzipBadInput(t *testing.T) {
 			if _, err := flatten(t, Options{Stream: -1}, l); !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("%s: the built-in decoder says %v", tc.name, err)
 			}
-			_, err := flatten(t, Options{Stream: -1, Gunzip: igzip, gunzipFrom: 1}, l)
+			var runs igzipRuns
+			_, err := flatten(t, *runs.hook(&Options{Stream: -1, Gunzip: igzip, gunzipFrom: 1}), l)
+			runs.check(t, asFile, tc.name)
 			var ie *Error
-			if !errors.Is(err, ErrCorrupt) || !errors.As(err, &ie) || ie.Layer != dig.String() {
-				t.Errorf("%s (file %v): got %v, want ErrCorrupt naming layer %s", tc.name, asFile, err, dig)
+			if !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrExternalGunzip) || !errors.As(err, &ie) || ie.Layer != dig.String() {
+				t.Errorf("%s (file %v): got %v, want ErrCorrupt and ErrExternalGunzip naming layer %s", tc.name, asFile, err, dig)
 			}
 		}
 	}
@@ -183,19 +215,23 @@ func TestExternalGunzipReadsBlobToEnd(t *testing.T) {
 	igzip := needIgzip(t)
 	blob := append(gz(t, tarOf(t, file("a", noisy(1<<20)))), make([]byte, 300000)...)
 	l := &countingLayer{memLayer: newMemLayer(blob, types.OCILayer)}
-	r, err := flatten(t, Options{Gunzip: igzip, gunzipFrom: 1}, l)
+	var runs igzipRuns
+	r, err := flatten(t, *runs.hook(&Options{Gunzip: igzip, gunzipFrom: 1}), withSize(l, blob))
 	if err != nil {
 		t.Fatal(err)
 	}
 	writeAll(t, r)
 	r.Close()
+	runs.check(t, false, "good blob")
 	if l.read != int64(len(blob)) {
 		t.Errorf("read %d of %d blob bytes", l.read, len(blob))
 	}
-	bad := &failingLayer{memLayer: newMemLayer(blob, types.OCILayer), err: errors.New("digest mismatch")}
-	if _, err := flatten(t, Options{Stream: -1, Gunzip: igzip, gunzipFrom: 1}, bad); err == nil || !strings.Contains(err.Error(), "digest mismatch") {
+	bad := withSize(&failingLayer{memLayer: newMemLayer(blob, types.OCILayer), err: errors.New("digest mismatch")}, blob)
+	runs = igzipRuns{}
+	if _, err := flatten(t, *runs.hook(&Options{Stream: -1, Gunzip: igzip, gunzipFrom: 1}), bad); err == nil || !strings.Contains(err.Error(), "digest mismatch") {
 		t.Errorf("a blob failing at its end: got %v", err)
 	}
+	runs.check(t, false, "failing blob")
 }
 
 // failingLayer's blob fails at its end, as a download whose digest does
@@ -212,3 +248,189 @@ func (l *failingLayer) Compressed() (io.ReadCloser, error) {
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// TestGunzipTrailingData: what follows the tar's end inside the gzip
+// stream still counts against MaxSize. Past the limit, the decoder stops
+// at once (igzip used to block on its full output for ever, the blob's
+// copy blocked on its input), the layer is ErrTooLarge, and a blob that
+// fails at its end still has that failure reported first.
+func TestGunzipTrailingData(t *testing.T) {
+	igzip := needIgzip(t)
+	blob := gz(t, append(tarOf(t, file("a", "hello")), noisy(16<<20)...))
+	for _, mode := range []string{"builtin", "igzip file", "igzip stream"} {
+		for _, failing := range []bool{false, true} {
+			if failing && mode == "igzip file" {
+				continue // a file does not fail at its end
+			}
+			var l Layer = sizedMem(blob)
+			switch {
+			case mode == "igzip file":
+				l = newFileLayer(t, blob)
+			case failing:
+				l = withSize(&failingLayer{memLayer: newMemLayer(blob, types.OCILayer), err: errors.New("digest mismatch")}, blob)
+			}
+			opts := Options{Stream: -1, MaxSize: 2 << 20}
+			var runs igzipRuns
+			if mode != "builtin" {
+				opts.Gunzip, opts.gunzipFrom = igzip, 1
+				runs.hook(&opts)
+			}
+			_, err := flatten(t, opts, l)
+			if mode != "builtin" {
+				runs.check(t, mode == "igzip file", mode)
+			}
+			var ie *Error
+			switch {
+			case failing && (err == nil || !strings.Contains(err.Error(), "digest mismatch")):
+				t.Errorf("%s, failing blob: got %v, want the blob's error", mode, err)
+			case !failing && (!errors.Is(err, ErrTooLarge) || !errors.As(err, &ie) || ie.Layer == ""):
+				t.Errorf("%s: got %v, want ErrTooLarge naming the layer", mode, err)
+			}
+		}
+	}
+}
+
+// TestExternalGunzipCancel: a layer whose blob stops arriving after the tar
+// (a download that stalls) ends with the context, although igzip waits for
+// more input and the blob's copy for more bytes.
+func TestExternalGunzipCancel(t *testing.T) {
+	igzip := needIgzip(t)
+	blob := gz(t, tarOf(t, file("a", noisy(2<<20))))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l := withSize(&stallingLayer{memLayer: newMemLayer(blob, types.OCILayer), stalled: cancel}, blob)
+	var runs igzipRuns
+	opts := runs.hook(&Options{Stream: -1, Gunzip: igzip, gunzipFrom: 1, TempDir: t.TempDir()})
+	_, err := Flatten(ctx, []Layer{l}, *opts)
+	runs.check(t, false, "stalling blob")
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("got %v, want context.Canceled", err)
+	}
+}
+
+// stallingLayer's blob gives its bytes, then calls stalled and blocks
+// until closed, as a download that stopped does.
+type stallingLayer struct {
+	*memLayer
+	stalled func()
+}
+
+func (l *stallingLayer) Compressed() (io.ReadCloser, error) {
+	s := &stallReader{closed: make(chan struct{}), stalled: l.stalled}
+	s.r = io.MultiReader(bytes.NewReader(l.blob), s)
+	return s, nil
+}
+
+type stallReader struct {
+	r       io.Reader
+	closed  chan struct{}
+	stalled func()
+	once    sync.Once
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	if s.r != nil {
+		r := s.r
+		s.r = nil
+		defer func() { s.r = r }()
+		return r.Read(p)
+	}
+	s.stalled()
+	<-s.closed
+	return 0, io.ErrClosedPipe
+}
+
+func (s *stallReader) Close() error {
+	s.once.Do(func() { close(s.closed) })
+	return nil
+}
+
+// TestGunzipTrailer: the built-in decoder and igzip agree on what follows
+// the tar: a bad CRC32 or length in the gzip trailer, or a broken member
+// after it, make the layer corrupt; padding that is not a gzip member is
+// accepted.
+func TestGunzipTrailer(t *testing.T) {
+	igzip := needIgzip(t)
+	good := gz(t, tarOf(t, file("a", noisy(2<<20)), file("b", "b")))
+	flip := func(at int) []byte {
+		b := bytes.Clone(good)
+		b[len(b)+at] ^= 0xff
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		blob []byte
+		ok   bool
+	}{
+		{"good", good, true},
+		{"zero padding", append(bytes.Clone(good), make([]byte, 10000)...), true},
+		{"short garbage", append(bytes.Clone(good), "junk"...), true},
+		{"garbage", append(bytes.Clone(good), "hello garbage, not gzip\n"...), true},
+		{"bad CRC32", flip(-6), false},
+		{"bad length", flip(-2), false},
+		{"truncated trailer", good[:len(good)-3], false},
+		{"broken member after", append(bytes.Clone(good), "\x1f\x8bxxxxxxxxxxxx"...), false},
+	} {
+		for _, mode := range []string{"builtin", "igzip file", "igzip stream"} {
+			var l Layer = sizedMem(tc.blob)
+			if mode == "igzip file" {
+				l = newFileLayer(t, tc.blob)
+			}
+			opts := Options{Stream: -1}
+			var runs igzipRuns
+			if mode != "builtin" {
+				opts.Gunzip, opts.gunzipFrom = igzip, 1
+				runs.hook(&opts)
+			}
+			r, err := flatten(t, opts, l)
+			if r != nil {
+				r.Close()
+			}
+			if mode != "builtin" {
+				runs.check(t, mode == "igzip file", tc.name)
+			}
+			if tc.ok && err != nil || !tc.ok && !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%s, %s: got %v, want ok %v", tc.name, mode, err, tc.ok)
+			}
+		}
+	}
+}
+
+// TestExternalGunzipBroken: an igzip that does not work (a library
+// missing, exit 127) fails the probe LookIgzip makes; given anyway, its
+// failure is marked as the decoder's (ErrExternalGunzip), and one that
+// cannot start is not called corrupt at all.
+func TestExternalGunzipBroken(t *testing.T) {
+	igzip := needIgzip(t)
+	if err := probeGunzip(igzip); err != nil {
+		t.Errorf("probe of the installed igzip: %v", err)
+	}
+	dir := t.TempDir()
+	broken := filepath.Join(dir, "igzip")
+	script := "#!/bin/sh\necho 'igzip: error while loading shared libraries: libisal.so.2: cannot open shared object file' >&2\nexit 127\n"
+	if err := os.WriteFile(broken, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := probeGunzip(broken); err == nil || !strings.Contains(err.Error(), "libisal.so.2") {
+		t.Errorf("probe of a broken igzip: got %v, want its complaint", err)
+	}
+	blob := gz(t, tarOf(t, file("a", noisy(2<<20))))
+	for _, tc := range []struct {
+		name, prog string
+		corrupt    bool
+	}{
+		{"exits 127", broken, true},
+		{"missing", filepath.Join(dir, "nothing"), false},
+	} {
+		for _, asFile := range []bool{false, true} {
+			var l Layer = sizedMem(blob)
+			if asFile {
+				l = newFileLayer(t, blob)
+			}
+			_, err := flatten(t, Options{Stream: -1, Gunzip: tc.prog, gunzipFrom: 1}, l)
+			if !errors.Is(err, ErrExternalGunzip) || errors.Is(err, ErrCorrupt) != tc.corrupt {
+				t.Errorf("%s (file %v): got %v, want ErrExternalGunzip, ErrCorrupt %v", tc.name, asFile, err, tc.corrupt)
+			}
+		}
+	}
+}

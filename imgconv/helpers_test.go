@@ -51,6 +51,23 @@ func (l *memLayer) Compressed() (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(l.blob)), nil
 }
 
+// sizedLayer is a layer that knows its compressed size, as layers from a
+// registry or the cache do: the external gzip decoder takes such layers
+// (from Options.gunzipFrom bytes), and Flatten streams the largest of them
+// by default. memLayer itself has no size, so that the tests written for
+// it keep finding errors in Flatten rather than in WriteTar.
+type sizedLayer struct {
+	Layer
+	size int64
+}
+
+func (l sizedLayer) Size() (int64, error) { return l.size, nil }
+
+func withSize(l Layer, blob []byte) Layer { return sizedLayer{Layer: l, size: int64(len(blob))} }
+
+// sizedMem is a memLayer of blob with its size.
+func sizedMem(blob []byte) Layer { return withSize(newMemLayer(blob, types.OCILayer), blob) }
+
 func gz(t testing.TB, b []byte) []byte  { return testenv.Gzip(b) }
 func zst(t testing.TB, b []byte) []byte { return testenv.Zstd(b) }
 

@@ -169,6 +169,9 @@ func (f *flattener) readLayer(ctx context.Context, idx int, l Layer, d *decodedL
 	}
 	d.digest = h.String()
 	fail := func(p string, err error) error {
+		if cerr := ctx.Err(); cerr != nil && errors.Is(err, errGunzipKilled) {
+			return cerr // stopped for ctx's sake
+		}
 		var ie *Error
 		if errors.As(err, &ie) {
 			return err
@@ -191,10 +194,21 @@ func (f *flattener) readLayer(ctx context.Context, idx int, l Layer, d *decodedL
 		hint, _ = s.Size()
 	}
 	dec, err := newDecompressor(blob, hint, f.opts.Gunzip, f.minGunzip)
+	if errors.Is(err, ErrExternalGunzip) {
+		return fail("", err) // the decoder did not start: not the layer's fault
+	}
 	if err != nil {
 		return fail("", fmt.Errorf("%w: %v", ErrCorrupt, err))
 	}
 	defer dec.close()
+	if dec.external {
+		if f.opts.gunzipped != nil {
+			f.opts.gunzipped(dec.fromFile)
+		}
+		// igzip may wait on its input (a download that stalls) or its
+		// output (nobody reading) where no check of ctx is reached.
+		defer context.AfterFunc(ctx, dec.abort)()
+	}
 
 	tr := tar.NewReader(&countingReader{r: dec, b: &f.budget})
 	last := ""
@@ -235,11 +249,25 @@ func (f *flattener) readLayer(ctx context.Context, idx int, l Layer, d *decodedL
 	}
 	// Read past the tar trailer to the end of the blob so that the verifying
 	// reader underneath sees EOF and checks the digest. What the decompressor
-	// makes of bytes after the trailer does not matter: the digest covers
-	// them, and builders do leave padding there.
-	io.CopyBuffer(io.Discard, &countingReader{r: dec, b: &f.budget}, make([]byte, 64<<10))
-	if err := dec.finish(); err != nil {
+	// makes of bytes after the trailer is discarded (builders do leave
+	// padding there), but it still counts against the size limit, and a
+	// gzip layer whose checksum fails there is corrupt, whichever decoder
+	// reads it. An error stops the decoder at once, then the blob is read
+	// to its end all the same: its verdict comes first.
+	_, rerr := io.CopyBuffer(io.Discard, &countingReader{r: dec, b: &f.budget}, make([]byte, 64<<10))
+	if rerr != nil {
+		dec.abort()
+	}
+	if err := dec.finish(ctx); err != nil {
 		return fail("", err)
+	}
+	if rerr != nil {
+		if errors.Is(rerr, ErrTooLarge) {
+			return fail("", rerr)
+		}
+		if err := dec.trailing(rerr); err != nil {
+			return fail("", corrupt(err))
+		}
 	}
 	return nil
 }
@@ -247,8 +275,13 @@ func (f *flattener) readLayer(ctx context.Context, idx int, l Layer, d *decodedL
 // corrupt marks decoding failures as ErrCorrupt unless they are already one
 // of ours (a limit, a digest check from the blob reader).
 func corrupt(err error) error {
-	if errors.Is(err, ErrTooLarge) {
+	if errors.Is(err, ErrTooLarge) || errors.Is(err, errGunzipKilled) {
 		return err
+	}
+	if errors.Is(err, ErrExternalGunzip) {
+		// Both: the image may be at fault, or the decoder (a caller can
+		// decode the stored blob again without it to tell).
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, tar.ErrHeader) || errors.Is(err, tar.ErrInsecurePath) ||
 		strings.Contains(err.Error(), "gzip") || strings.Contains(err.Error(), "zstd") || strings.Contains(err.Error(), "flate") {
