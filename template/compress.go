@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
@@ -86,7 +88,7 @@ func (c Compression) CheckLevel(level int) error {
 func (c Compression) Encoder() string {
 	if c == XZ {
 		if _, version := xzTool(); version != "" {
-			return version + " multi-threaded"
+			return version + ", multi-threaded"
 		}
 	}
 	mod := map[Compression]string{Zstd: "github.com/klauspost/compress", Gzip: "github.com/klauspost/pgzip", XZ: "github.com/ulikunitz/xz"}[c]
@@ -151,45 +153,89 @@ func (c Compression) NewWriter(w io.Writer, level int) (io.WriteCloser, error) {
 	return nil, fmt.Errorf("unknown compression %q", c)
 }
 
-// xzTool finds the xz program and its version line ("xz (XZ Utils)
-// 5.4.1"); "", "" when there is none, or one too old to write the same
-// bytes whatever the number of threads (5.4 and later do).
-func xzTool() (prog, version string) {
+// xzTool finds the xz program and its version ("xz (XZ Utils) 5.4.1,
+// liblzma 5.4.1": the program and the library, both of which shape the
+// output); "", "" when there is none, or one too old to write the same
+// bytes whatever the number of threads (5.4 and later do). It is looked up
+// once per process.
+func xzTool() (prog, version string) { return lookXZ() }
+
+var lookXZ = sync.OnceValues(func() (string, string) {
 	prog, err := exec.LookPath("xz")
 	if err != nil {
 		return "", ""
 	}
-	out, err := exec.Command(prog, "--version").Output()
+	cmd := exec.Command(prog, "--version")
+	cmd.Env = xzEnv()
+	out, err := cmd.Output()
 	if err != nil {
 		return "", ""
 	}
-	version, _, _ = strings.Cut(string(out), "\n")
-	version = strings.TrimSpace(version)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	first := lines[0]
 	var major, minor int
-	if i := strings.LastIndexByte(version, ' '); i < 0 {
+	if i := strings.LastIndexByte(first, ' '); i < 0 {
 		return "", ""
-	} else if _, err := fmt.Sscanf(version[i+1:], "%d.%d", &major, &minor); err != nil || major < 5 || major == 5 && minor < 4 {
+	} else if _, err := fmt.Sscanf(first[i+1:], "%d.%d", &major, &minor); err != nil || major < 5 || major == 5 && minor < 4 {
 		return "", ""
 	}
-	return prog, version
+	return prog, strings.Join(lines, ", ")
+})
+
+// xzEnv is the environment xz runs in: the caller's without XZ_OPT and
+// XZ_DEFAULTS, which would change the output (a memory limit that makes
+// xz fall back to one thread, another block size or check, -e) while the
+// cache key stays the same.
+func xzEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "XZ_OPT=") && !strings.HasPrefix(kv, "XZ_DEFAULTS=") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
-// xzWriter feeds the xz program.
+// xzBlockSize is the block size xz's multi-threaded mode picks by default
+// at level: three times the level's dictionary, at least 1 MiB (24 MiB at
+// -6). It is given explicitly so that nothing but the level sets it; the
+// output is the same as xz's default.
+func xzBlockSize(level int) int {
+	dict := [...]int{256 << 10, 1 << 20, 2 << 20, 4 << 20, 4 << 20, 8 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20}[level]
+	return max(3*dict, 1<<20)
+}
+
+// xzWriter feeds the xz program. Its output goes through a pipe of ours to
+// the destination, so that a failure to write there (a full disk) is the
+// error reported, not the broken pipe xz then dies of.
 type xzWriter struct {
 	cmd    *exec.Cmd
 	in     io.WriteCloser
+	copied chan error // the output copy's end: the destination's error
 	stderr bytes.Buffer
+	done   bool
+	err    error
 }
 
 // startXZ runs xz in its multi-threaded mode, as many threads as cores
 // and memory allow: that mode (which xz 5.4 and later use for any thread
 // count but an explicit 1, even on one core) splits the input into blocks
 // of a size set by the level alone, so the bytes are the same on every
-// machine.
+// machine. --no-adjust makes xz fail rather than change the output to fit
+// a memory limit.
 func startXZ(prog string, w io.Writer, level int) (*xzWriter, error) {
-	x := &xzWriter{}
-	x.cmd = exec.Command(prog, "-c", "-q", fmt.Sprintf("-%d", level), "--threads=0")
-	x.cmd.Stdout, x.cmd.Stderr = w, &x.stderr
+	x := &xzWriter{copied: make(chan error, 1)}
+	x.cmd = exec.Command(prog, "-c", "-q", fmt.Sprintf("-%d", level), "--threads=0", "--check=crc64", "--no-adjust",
+		fmt.Sprintf("--block-size=%d", xzBlockSize(level)))
+	x.cmd.Env = xzEnv()
+	x.cmd.Stderr = &x.stderr
+	out, err := x.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
 	in, err := x.cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -198,35 +244,69 @@ func startXZ(prog string, w io.Writer, level int) (*xzWriter, error) {
 		return nil, fmt.Errorf("start %s: %w", prog, err)
 	}
 	x.in = in
+	go func() {
+		dst := &errWriter{w: w}
+		_, err := io.Copy(dst, out)
+		if dst.err != nil {
+			// xz is not to block on output nobody takes: it ends with a
+			// broken pipe, and the writes into it fail.
+			out.Close()
+			err = dst.err
+		}
+		x.copied <- err
+	}()
 	return x, nil
 }
 
+// errWriter keeps the destination's own error apart from the pipe's.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
+}
+
 func (x *xzWriter) Write(p []byte) (int, error) {
+	if x.done {
+		return 0, x.err
+	}
 	n, err := x.in.Write(p)
 	if err != nil {
-		return n, x.fail(err)
+		return n, x.finish()
 	}
 	return n, nil
 }
 
 // Close ends the input and waits for xz to write the rest.
-func (x *xzWriter) Close() error {
-	x.in.Close()
-	if err := x.cmd.Wait(); err != nil {
-		return x.fail(err)
-	}
-	return nil
-}
+func (x *xzWriter) Close() error { return x.finish() }
 
-func (x *xzWriter) fail(err error) error {
-	if x.cmd.ProcessState == nil {
-		x.in.Close()
-		x.cmd.Wait()
+// finish ends xz once and says why it failed, if it did: the
+// destination's error first, for xz's is then only its consequence.
+func (x *xzWriter) finish() error {
+	if x.done {
+		return x.err
 	}
-	if msg := strings.TrimSpace(x.stderr.String()); msg != "" {
-		return fmt.Errorf("xz: %s", msg)
+	x.done = true
+	x.in.Close()
+	copyErr := <-x.copied // before Wait, which closes the pipe being read
+	waitErr := x.cmd.Wait()
+	switch {
+	case copyErr != nil:
+		x.err = fmt.Errorf("xz: write output: %w", copyErr)
+	case waitErr != nil:
+		if msg := strings.TrimSpace(x.stderr.String()); msg != "" {
+			x.err = fmt.Errorf("xz: %s", msg)
+		} else {
+			x.err = fmt.Errorf("xz: %w", waitErr)
+		}
 	}
-	return fmt.Errorf("xz: %w", err)
+	return x.err
 }
 
 type nopCloser struct{ io.Writer }
