@@ -422,10 +422,11 @@ type Download struct {
 }
 
 type pendingBlob struct {
-	done chan struct{}
-	err  error
-	size int64
-	feed *feed
+	done   chan struct{}
+	err    error
+	digest v1.Hash
+	size   int64
+	feed   *feed
 }
 
 // Start fetches the config, then starts fetching the layers in parallel
@@ -442,7 +443,7 @@ func (p *Puller) Start(ctx context.Context, r *Resolved) (*Download, error) {
 	d := &Download{store: p.store, cancel: cancel, g: g, blobs: map[v1.Hash]*pendingBlob{}}
 	for _, l := range r.Manifest.Layers {
 		if d.blobs[l.Digest] == nil {
-			d.blobs[l.Digest] = &pendingBlob{done: make(chan struct{}), size: l.Size, feed: newFeed(p.feedLimit)}
+			d.blobs[l.Digest] = &pendingBlob{done: make(chan struct{}), digest: l.Digest, size: l.Size, feed: newFeed(p.feedLimit)}
 		}
 	}
 	started := map[v1.Hash]bool{}
@@ -584,6 +585,9 @@ type feed struct {
 	attached bool     // a reader takes from the feed
 	stopped  bool     // no more bytes come: dropped, or the limit was hit
 	ended    bool     // the download is over, whatever its outcome
+	// restarted: the download started over, and what the feed gave came
+	// from an attempt that failed (see restart).
+	restarted bool
 }
 
 func newFeed(limit int) *feed {
@@ -622,14 +626,33 @@ func (f *feed) add(p []byte) {
 	f.cond.Broadcast()
 }
 
-// restart forgets what was fed when the download starts over: the reader
-// then goes on from the stored blob.
+// restart forgets what was fed when the download starts over. A reader
+// that took nothing yet reads the stored blob; one that took bytes fails
+// (ErrFeedRestarted) rather than go on with the stored blob after bytes of
+// another attempt, which no digest covered.
 func (f *feed) restart() {
 	f.mu.Lock()
-	f.stopped = true
+	f.stopped, f.restarted = true, true
+	f.chunks, f.buffered = nil, 0
 	f.cond.Broadcast()
 	f.mu.Unlock()
 }
+
+// detach drops the feed's reader: what is buffered goes, and no more is
+// taken (a layer abandoned halfway holds no memory until its download
+// ends).
+func (f *feed) detach() {
+	f.mu.Lock()
+	f.stopped = true
+	f.chunks, f.buffered = nil, 0
+	f.cond.Broadcast()
+	f.mu.Unlock()
+}
+
+// ErrFeedRestarted says that a layer read as it downloaded cannot go on:
+// the download started over after the reader had taken bytes from it. The
+// stored blob, once in, is to be read again from its start.
+var ErrFeedRestarted = errors.New("the layer's download started over while it was read; read it again from the stored blob")
 
 // end says the download is over. Bytes nobody took go: a reader that comes
 // now reads the stored blob.
@@ -656,14 +679,13 @@ func (f *feed) attach() bool {
 }
 
 // next waits for fed bytes and copies them into p; 0 when no more will
-// come through the feed.
-func (f *feed) next(p []byte) int {
+// come through the feed, with restarted when the download started over.
+func (f *feed) next(p []byte) (n int, restarted bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for f.buffered == 0 && !f.stopped {
 		f.cond.Wait()
 	}
-	n := 0
 	for n < len(p) && len(f.chunks) > 0 {
 		c := f.chunks[0]
 		k := copy(p[n:], c)
@@ -676,7 +698,7 @@ func (f *feed) next(p []byte) int {
 		}
 	}
 	f.buffered -= n
-	return n
+	return n, n == 0 && f.restarted
 }
 
 // feedReader reads a layer through its feed, then from the stored blob.
@@ -693,9 +715,14 @@ func (r *feedReader) Read(p []byte) (int, error) {
 		return 0, r.err
 	}
 	if r.file == nil {
-		if n := r.pb.feed.next(p); n > 0 {
+		n, restarted := r.pb.feed.next(p)
+		if n > 0 {
 			r.off += int64(n)
 			return n, nil
+		}
+		if restarted && r.off > 0 {
+			r.err = fmt.Errorf("layer %s: %w", r.pb.digest, ErrFeedRestarted)
+			return 0, r.err
 		}
 		// The feed gave what it had: the rest, and the verdict on all
 		// of it, come with the stored blob.
@@ -730,7 +757,12 @@ func (r *feedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close detaches the reader from the feed, which then drops what it holds.
 func (r *feedReader) Close() error {
+	r.pb.feed.detach()
+	if r.err == nil {
+		r.err = os.ErrClosed
+	}
 	if r.file != nil {
 		return r.file.Close()
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -75,6 +76,12 @@ func (g *gateRegistry) serve(w http.ResponseWriter, req *http.Request) {
 func startDownload(t *testing.T, g *gateRegistry, limit int) (*Download, v1.Layer, *dirStore) {
 	t.Helper()
 	store := newDirStore(t)
+	d, l := startDownloadTo(t, g, limit, store)
+	return d, l, store
+}
+
+func startDownloadTo(t *testing.T, g *gateRegistry, limit int, store BlobStore) (*Download, v1.Layer) {
+	t.Helper()
 	p := NewPuller(store, Options{Keychain: emptyKeychain{}, StallTimeout: time.Minute})
 	if limit > 0 {
 		p.feedLimit = limit
@@ -97,7 +104,7 @@ func startDownload(t *testing.T, g *gateRegistry, limit int) (*Download, v1.Laye
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d, ls[0], store
+	return d, ls[0]
 }
 
 // TestLayerReadAsItArrives: a layer read while it downloads gets its
@@ -163,9 +170,14 @@ func TestLayerReadTampered(t *testing.T) {
 // the download reads the stored blob alone. Memory stays within the limit
 // either way.
 func TestLayerReaderFallsBehind(t *testing.T) {
+	// Above the half the registry sends before the gate, below the
+	// whole: the reader can always attach (a smaller limit could drop
+	// the feed before it does, and the download then waits for a gate
+	// the test opens only after), and falls behind once the gate opens.
+	const limit = 768 << 10
 	for _, late := range []bool{false, true} {
 		g := startGateRegistry(t, 1<<20, false)
-		d, l, _ := startDownload(t, g, 64<<10)
+		d, l, _ := startDownload(t, g, limit)
 		h := digestOf(g.layer)
 		var rc io.ReadCloser
 		var err error
@@ -178,7 +190,7 @@ func TestLayerReaderFallsBehind(t *testing.T) {
 		<-d.blobs[h].done
 		f := d.blobs[h].feed
 		f.mu.Lock()
-		if f.buffered > 64<<10 {
+		if f.buffered > limit {
 			t.Errorf("late %v: the feed holds %d bytes, above its limit", late, f.buffered)
 		}
 		f.mu.Unlock()
@@ -191,6 +203,89 @@ func TestLayerReaderFallsBehind(t *testing.T) {
 		rc.Close()
 		if err != nil || !bytes.Equal(got, g.layer) {
 			t.Errorf("late %v: read %d bytes (%v), want the layer's %d", late, len(got), err, len(g.layer))
+		}
+	}
+}
+
+// TestLayerReaderClose: a reader closed halfway (a layer that failed)
+// leaves nothing buffered in its feed while the download goes on.
+func TestLayerReaderClose(t *testing.T) {
+	g := startGateRegistry(t, 1<<20, false)
+	d, l, _ := startDownload(t, g, 0)
+	rc, err := l.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(rc, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	if _, err := rc.Read(make([]byte, 1)); err == nil {
+		t.Error("a closed reader still reads")
+	}
+	g.open()
+	h := digestOf(g.layer)
+	<-d.blobs[h].done
+	f := d.blobs[h].feed
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.buffered != 0 || len(f.chunks) != 0 {
+		t.Errorf("the feed of a closed reader holds %d bytes", f.buffered)
+	}
+}
+
+// restartingStore's download of one blob fails once after firstRead bytes
+// and starts over when proceed is closed, as a retried download does.
+type restartingStore struct {
+	*dirStore
+	blob      v1.Hash
+	firstRead int64
+	proceed   chan struct{}
+}
+
+func (s *restartingStore) PutBlob(ctx context.Context, h v1.Hash, open func() (io.ReadCloser, error)) (int64, error) {
+	if h == s.blob && !s.HasBlob(h) {
+		rc, err := open()
+		if err != nil {
+			return 0, err
+		}
+		io.CopyN(io.Discard, rc, s.firstRead)
+		rc.Close()
+		<-s.proceed
+	}
+	return s.dirStore.PutBlob(ctx, h, open)
+}
+
+// TestLayerReadRestarted: when a download starts over, a reader that took
+// bytes of the failed attempt fails (ErrFeedRestarted) rather than go on
+// with the stored blob after them; one that took nothing reads the stored
+// blob whole.
+func TestLayerReadRestarted(t *testing.T) {
+	for _, took := range []bool{true, false} {
+		g := startGateRegistry(t, 1<<20, false)
+		store := &restartingStore{dirStore: newDirStore(t), blob: digestOf(g.layer), firstRead: 1000, proceed: make(chan struct{})}
+		d, l := startDownloadTo(t, g, 0, store)
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if took {
+			if _, err := io.ReadFull(rc, make([]byte, 100)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		close(store.proceed)
+		g.open()
+		if !took {
+			<-d.blobs[store.blob].done
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		switch {
+		case took && !errors.Is(err, ErrFeedRestarted):
+			t.Errorf("after 100 bytes of the failed attempt: got %v, want ErrFeedRestarted", err)
+		case !took && (err != nil || !bytes.Equal(got, g.layer)):
+			t.Errorf("nothing taken before the restart: read %d bytes (%v), want the layer's %d", len(got), err, len(g.layer))
 		}
 	}
 }
