@@ -51,23 +51,49 @@ type Builder struct {
 	Remote Remote
 	// Gunzip is the external gzip decoder for large gzip layers
 	// (imgconv.Options.Gunzip): "" takes igzip from PATH when it is
-	// there, BuiltinGunzip never uses one. Templates are the same bytes
+	// there and works, unless the environment says PVE_IMAGE_GUNZIP=builtin;
+	// BuiltinGunzip never uses one. Templates are the same bytes
 	// whichever decodes.
 	Gunzip string
 }
 
-// BuiltinGunzip, as Builder.Gunzip, decodes every layer in the process.
+// BuiltinGunzip, as Builder.Gunzip or as the value of PVE_IMAGE_GUNZIP,
+// decodes every layer in the process.
 const BuiltinGunzip = "builtin"
 
-func (b *Builder) gunzip() string {
-	switch b.Gunzip {
-	case "":
-		return imgconv.LookIgzip()
-	case BuiltinGunzip:
-		return ""
+// GunzipEnv names the environment variable that opts out of igzip.
+const GunzipEnv = "PVE_IMAGE_GUNZIP"
+
+// gunzip is the external decoder to use, "" for none. The environment is
+// read here, once for every caller (convert, batch, the CRI daemon), as the
+// way out should igzip misbehave somewhere the probe does not see.
+func (b *Builder) gunzip() (string, error) {
+	choice := b.Gunzip
+	if choice == "" {
+		switch env := os.Getenv(GunzipEnv); env {
+		case "", Igzip:
+		case BuiltinGunzip:
+			choice = BuiltinGunzip
+		default:
+			return "", fmt.Errorf("%s=%q: want %q or %q", GunzipEnv, env, BuiltinGunzip, Igzip)
+		}
 	}
-	return b.Gunzip
+	switch choice {
+	case "":
+		p, err := imgconv.LookIgzip()
+		if err != nil && b.Log != nil {
+			b.Log.Debug("igzip is not used; gzip layers are decoded in the process", "reason", err)
+		}
+		return p, nil
+	case BuiltinGunzip:
+		return "", nil
+	}
+	return choice, nil
 }
+
+// Igzip, as the value of PVE_IMAGE_GUNZIP, is the default: igzip when it
+// is installed and works.
+const Igzip = imgconv.Igzip
 
 // Result is a converted template.
 type Result struct {
@@ -218,13 +244,18 @@ func (b *Builder) build(ctx context.Context, res *registry.Resolved, opts Option
 	if opts.Format == FormatOCIArchive {
 		return b.buildOCIArchive(ctx, res, dl, meta, dir, name)
 	}
+	gunzip, err := b.gunzip()
+	if err != nil {
+		dl.Stop()
+		return "", "", err
+	}
 	iopts := imgconv.Options{
 		Image:         res.Ref.String(),
 		TempDir:       b.Cache.TempDir(),
 		MaxSize:       opts.MaxSize,
 		MaxEntries:    opts.MaxEntries,
 		SquashHighIDs: opts.SquashHighIDs,
-		Gunzip:        b.gunzip(),
+		Gunzip:        gunzip,
 	}
 	sum, st, err := b.writeTemplate(ctx, path, layers, iopts, &meta, opts)
 	if errors.Is(err, imgconv.ErrRestart) {
@@ -239,12 +270,33 @@ func (b *Builder) build(ctx context.Context, res *registry.Resolved, opts Option
 	// Layers are read as they arrive, before their digest is checked: a
 	// failure in a layer's content may be a blob the registry changed,
 	// which its download reports once it ends.
+	verified := false
 	var ie *imgconv.Error
 	if errors.As(err, &ie) && ie.Layer != "" {
 		if h, herr := v1.NewHash(ie.Layer); herr == nil {
 			if verr := dl.Verify(h); verr != nil && !errors.Is(verr, context.Canceled) {
 				err = verr
+			} else {
+				verified = verr == nil
 			}
+		}
+	}
+	// A layer igzip refused that its digest vouches for is decoded again
+	// by the built-in decoder before the image is blamed: the layer is
+	// corrupt only if that fails as well, and a conversion it completes
+	// says igzip is at fault. A layer whose download started over while
+	// it was read is read again, from the stored blob.
+	if verified && ctx.Err() == nil && (errors.Is(err, imgconv.ErrExternalGunzip) || errors.Is(err, registry.ErrFeedRestarted)) {
+		// The same layer streamed as before (or none, after a restart):
+		// the bytes depend on which.
+		first := err
+		if errors.Is(err, imgconv.ErrExternalGunzip) {
+			iopts.Gunzip = ""
+		}
+		sum, st, err = b.writeTemplate(ctx, path, layers, iopts, &meta, opts)
+		if err == nil && b.Log != nil && errors.Is(first, imgconv.ErrExternalGunzip) {
+			b.Log.Warn("igzip failed on a layer the built-in decoder reads; converted without igzip (set "+GunzipEnv+"=builtin to skip it)",
+				"image", res.Ref.String(), "igzip", gunzip, "error", first)
 		}
 	}
 	// A download error reaches the flattener as a failed layer read; the
