@@ -97,8 +97,8 @@ func (a *app) convertCommand() *cobra.Command {
 root filesystem with "./" member names, numeric ids and no device nodes,
 compressed as the file name says (.tar.zst, .tar.gz, .tar.xz or .tar).
 .tar.xz is for compatibility only (every Proxmox since 7.0 reads zstd): xz
-takes about 70 times as long as zstd even with xz(1) 5.4+ on every core,
-which pve-image runs when installed (45 s for a 200 MiB Debian here, about
+takes about 45 times as long as zstd even with xz(1) 5.4+ on every core,
+which pve-image runs when installed (28 s for a 200 MiB Debian on two cores,
 as fast as xz -T0 itself), and several times longer with the pure Go
 encoder it falls back to, on one core.
 
