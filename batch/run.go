@@ -21,6 +21,7 @@ import (
 
 	"github.com/pve-image/pve-image/cache"
 	"github.com/pve-image/pve-image/imgconv"
+	"github.com/pve-image/pve-image/internal/ctxio"
 	"github.com/pve-image/pve-image/pvestore"
 	"github.com/pve-image/pve-image/registry"
 	"github.com/pve-image/pve-image/template"
@@ -669,22 +670,10 @@ func fileSHA256(ctx context.Context, p string) (string, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 1<<20)); err != nil {
+	if _, err := io.CopyBuffer(h, ctxio.Reader(ctx, f), make([]byte, 1<<20)); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // proxmoxTargets connects once and finds output.proxmox's storages.

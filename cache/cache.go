@@ -17,6 +17,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
+
+	"github.com/pve-image/pve-image/internal/ctxio"
 )
 
 // Cache is a cache directory.
@@ -256,7 +258,7 @@ func (c *Cache) PutBlob(ctx context.Context, h v1.Hash, open func() (io.ReadClos
 		}
 	}()
 	hasher := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(tmp, hasher), ctxReader{ctx, r}, make([]byte, 1<<20))
+	n, err := io.CopyBuffer(io.MultiWriter(tmp, hasher), ctxio.Reader(ctx, r), make([]byte, 1<<20))
 	if err == nil {
 		err = r.Close()
 	}
@@ -330,18 +332,6 @@ func syncDir(dir string) error {
 func touch(p string) {
 	now := time.Now()
 	os.Chtimes(p, now, now)
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // hashFD is the hex SHA-256 of the file open as fd, read with pread so

@@ -17,6 +17,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
+
+	"github.com/pve-image/pve-image/internal/ctxio"
 )
 
 // Item is one thing the cache holds: a blob or a template.
@@ -368,7 +370,7 @@ func hashFile(ctx context.Context, p string) (string, int64, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 1<<20))
+	n, err := io.CopyBuffer(h, ctxio.Reader(ctx, f), make([]byte, 1<<20))
 	if err != nil {
 		return "", n, err
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"github.com/pve-image/pve-image/internal/ctxio"
 )
 
 // layerMediaTypes are the layer types whose content is a tar stream, plain
@@ -114,7 +116,7 @@ func decoderFor(blob io.ReadCloser, sizeHint int64, gunzip string, minGunzip int
 	inProcess := func(r io.Reader, closeDec func(), trailing func(error) error) (*decompressor, error) {
 		return &decompressor{Reader: r,
 			finish: func(ctx context.Context) error {
-				_, err := io.CopyBuffer(io.Discard, ctxReader{ctx, blob}, make([]byte, 64<<10))
+				_, err := io.CopyBuffer(io.Discard, ctxio.Reader(ctx, blob), make([]byte, 64<<10))
 				return err
 			},
 			abort:    func() {},
@@ -187,18 +189,4 @@ func (m *gzipMembers) Read(p []byte) (int, error) {
 		}
 	}
 	return 0, io.EOF
-}
-
-// ctxReader stops reading once ctx ends: the rest of a blob still
-// downloading may take long.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pve-image/pve-image/cache"
+	"github.com/pve-image/pve-image/internal/ctxio"
 	"github.com/pve-image/pve-image/registry"
 )
 
@@ -51,7 +52,7 @@ func CopyFile(ctx context.Context, src, dst, wantSHA256 string) error {
 		}
 	}()
 	h := sha256.New()
-	_, err = io.CopyBuffer(io.MultiWriter(newWriteback(tmp), h), ctxReader{ctx, in}, make([]byte, 1<<20))
+	_, err = io.CopyBuffer(io.MultiWriter(newWriteback(tmp), h), ctxio.Reader(ctx, in), make([]byte, 1<<20))
 	if err != nil {
 		return fmt.Errorf("write %s: %w", dst, err)
 	}
@@ -75,18 +76,6 @@ func CopyFile(ctx context.Context, src, dst, wantSHA256 string) error {
 		return fmt.Errorf("write %s: %w", dst, err)
 	}
 	return nil
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // ConvertThen converts ref (as Convert) and hands the result to use, which

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/pve-image/pve-image/cache"
+	"github.com/pve-image/pve-image/internal/ctxio"
 	"github.com/pve-image/pve-image/registry"
 	"github.com/pve-image/pve-image/template"
 )
@@ -325,7 +326,7 @@ func (s *Store) chunks(ctx context.Context, t Template, cfg *Config) ([]*chunk, 
 		off := int64(i) * s.opts.ChunkSize
 		size := min(s.opts.ChunkSize, fi.Size()-off)
 		h := sha256.New()
-		if _, err := io.CopyBuffer(io.MultiWriter(h, whole), ctxReader{ctx, io.NewSectionReader(f, off, size)}, buf); err != nil {
+		if _, err := io.CopyBuffer(io.MultiWriter(h, whole), ctxio.Reader(ctx, io.NewSectionReader(f, off, size)), buf); err != nil {
 			return nil, fmt.Errorf("template %s: %w", t.Path, err)
 		}
 		c := &chunk{path: t.Path, off: off, size: size, mt: layerMediaType(cfg.Settings), title: cfg.File, n: i + 1, of: cfg.Chunks,
@@ -339,18 +340,6 @@ func (s *Store) chunks(ctx context.Context, t Template, cfg *Config) ([]*chunk, 
 		return nil, fmt.Errorf("template %s: %w: its bytes hash to sha256:%s, not %s", t.Path, cache.ErrDigestMismatch, got, t.Meta.SHA256)
 	}
 	return out, nil
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // rawManifest is a manifest or index to PUT as it is.
