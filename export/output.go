@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/match"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/pve-image/pve-image/internal/atomicfile"
 	"github.com/pve-image/pve-image/registry"
 )
 
@@ -160,25 +162,7 @@ func writeOCIArchive(file, tag string, img v1.Image, created time.Time) error {
 	if err := writeLayout(dir, tag, img); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("oci-archive:%s: %w", file, err)
-	}
-	defer os.Remove(f.Name())
-	err = registry.TarLayout(dir, f, created)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), file)
-	}
-	if err != nil {
+	if err := atomicfile.Write(file, func(w io.Writer) error { return registry.TarLayout(dir, w, created) }); err != nil {
 		return fmt.Errorf("oci-archive:%s: %w", file, err)
 	}
 	return nil
