@@ -6,6 +6,8 @@ import (
 	"io"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/pve-image/pve-image/internal/bytesize"
 )
 
 // MaxManifestSize bounds manifests, indexes and image configs, which are
@@ -25,7 +27,7 @@ type SizeError struct {
 func (e *SizeError) Error() string {
 	switch {
 	case e.Announced:
-		return fmt.Sprintf("the server announces %d bytes (%s) for content the manifest declares as %d bytes; refused", e.Got, sizeString(e.Got), e.Declared)
+		return fmt.Sprintf("the server announces %d bytes (%s) for content the manifest declares as %d bytes; refused", e.Got, bytesize.Format(e.Got), e.Declared)
 	case e.Got > e.Declared:
 		return fmt.Sprintf("more data than the %d bytes the manifest declares; refused", e.Declared)
 	}
@@ -41,22 +43,9 @@ func checkDeclared(d v1.Descriptor, what string) error {
 		return fmt.Errorf("declared with a negative size (%d)", d.Size)
 	}
 	if (what == "config" || what == "manifest") && d.Size > MaxManifestSize {
-		return fmt.Errorf("declared as %d bytes (%s); %ss are limited to %s", d.Size, sizeString(d.Size), what, sizeString(MaxManifestSize))
+		return fmt.Errorf("declared as %d bytes (%s); %ss are limited to %s", d.Size, bytesize.Format(d.Size), what, bytesize.Format(MaxManifestSize))
 	}
 	return nil
-}
-
-func sizeString(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // sizedReader reads exactly size bytes from r: it never asks r for more,

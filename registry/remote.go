@@ -20,6 +20,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/pve-image/pve-image/internal/bytesize"
 )
 
 // remoteSource reads from a registry, or from its mirrors first. It
@@ -136,14 +138,14 @@ func (e *endpoint) manifestOnce(ctx context.Context, ref string) (v1.Descriptor,
 	defer resp.Body.Close()
 	if resp.ContentLength > MaxManifestSize {
 		return v1.Descriptor{}, nil, fmt.Errorf("%s: the registry announces %d bytes (%s); manifests are limited to %s",
-			what, resp.ContentLength, sizeString(resp.ContentLength), sizeString(MaxManifestSize))
+			what, resp.ContentLength, bytesize.Format(resp.ContentLength), bytesize.Format(MaxManifestSize))
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxManifestSize+1))
 	if err != nil {
 		return v1.Descriptor{}, nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if len(raw) > MaxManifestSize {
-		return v1.Descriptor{}, nil, fmt.Errorf("%s: larger than %s, the limit for manifests", what, sizeString(MaxManifestSize))
+		return v1.Descriptor{}, nil, fmt.Errorf("%s: larger than %s, the limit for manifests", what, bytesize.Format(MaxManifestSize))
 	}
 	if resp.ContentLength >= 0 && int64(len(raw)) < resp.ContentLength {
 		return v1.Descriptor{}, nil, fmt.Errorf("%s: %w", what, io.ErrUnexpectedEOF)

@@ -19,6 +19,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/pve-image/pve-image/internal/bytesize"
 )
 
 // source serves the manifests and blobs of one reference.
@@ -127,7 +129,7 @@ func readSmall(fsys fs.FS, name string) ([]byte, error) {
 		return nil, err
 	}
 	if len(b) > MaxManifestSize {
-		return nil, fmt.Errorf("%s is larger than %s", name, sizeString(MaxManifestSize))
+		return nil, fmt.Errorf("%s is larger than %s", name, bytesize.Format(MaxManifestSize))
 	}
 	return b, nil
 }

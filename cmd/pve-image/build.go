@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pve-image/pve-image/batch"
+	"github.com/pve-image/pve-image/internal/bytesize"
 	"github.com/pve-image/pve-image/pvestore"
 )
 
@@ -249,7 +250,7 @@ func (e *buildEvents) draw(force bool) {
 		if r.total > 0 {
 			fill = int(min(r.done, r.total) * width / r.total)
 		}
-		fmt.Fprintf(e.w, "%-50.50s [%-24s] %s / %s\n", it.String(), strings.Repeat("=", fill), humanBytes(r.done), humanBytes(r.total))
+		fmt.Fprintf(e.w, "%-50.50s [%-24s] %s / %s\n", it.String(), strings.Repeat("=", fill), bytesize.Format(r.done), bytesize.Format(r.total))
 		e.drawn++
 	}
 }

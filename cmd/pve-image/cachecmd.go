@@ -13,6 +13,7 @@ import (
 
 	"github.com/pve-image/pve-image/batch"
 	"github.com/pve-image/pve-image/cache"
+	"github.com/pve-image/pve-image/internal/bytesize"
 	"github.com/pve-image/pve-image/template"
 )
 
@@ -61,11 +62,11 @@ func (a *app) cacheCommand() *cobra.Command {
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TEMPLATE\tSIZE\tIMAGE\tMANIFEST\tLAST USED\tKEY")
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.File, humanBytes(r.Size), r.Image, shortDigest(r.Manifest),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.File, bytesize.Format(r.Size), r.Image, shortDigest(r.Manifest),
 					r.LastUsed.Format(time.DateTime), r.Key[:12])
 			}
 			tw.Flush()
-			fmt.Fprintf(a.stdout, "%d template(s); %d blob(s), %s; in %s\n", len(rows), blobs.Count, humanBytes(blobs.Size), c.Dir())
+			fmt.Fprintf(a.stdout, "%d template(s); %d blob(s), %s; in %s\n", len(rows), blobs.Count, bytesize.Format(blobs.Size), c.Dir())
 			return nil
 		},
 	}
@@ -105,9 +106,9 @@ flags, only work files left by interrupted runs are removed.`,
 			var freed int64
 			for _, it := range removed {
 				freed += it.Size
-				fmt.Fprintf(a.stdout, "removed %s %s (%s)\n", it.Kind, filepath.Base(it.ID), humanBytes(it.Size))
+				fmt.Fprintf(a.stdout, "removed %s %s (%s)\n", it.Kind, filepath.Base(it.ID), bytesize.Format(it.Size))
 			}
-			fmt.Fprintf(a.stdout, "freed %s\n", humanBytes(freed))
+			fmt.Fprintf(a.stdout, "freed %s\n", bytesize.Format(freed))
 			return err
 		},
 	}

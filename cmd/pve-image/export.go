@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pve-image/pve-image/export"
+	"github.com/pve-image/pve-image/internal/bytesize"
 	"github.com/pve-image/pve-image/template"
 )
 
@@ -87,7 +88,7 @@ same archive always gives the same digest.`,
 				fmt.Fprintf(a.stderr, "%d layers of %s, reused\n", res.BaseLayers, res.Source)
 			}
 			for _, l := range res.Layers {
-				fmt.Fprintf(a.stderr, "%s: %s, %s, %d entries\n", l.What, l.Digest, humanBytes(l.Size), l.Entries)
+				fmt.Fprintf(a.stderr, "%s: %s, %s, %d entries\n", l.What, l.Digest, bytesize.Format(l.Size), l.Entries)
 			}
 			for _, n := range res.Notes {
 				fmt.Fprintf(a.stderr, "note: %s\n", n)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pve-image/pve-image/internal/bytesize"
 	"github.com/pve-image/pve-image/template"
 )
 
@@ -115,7 +116,7 @@ func printMeta(w io.Writer, m template.Meta) {
 	row("Image", m.Ref)
 	row("File", m.File)
 	if m.Size > 0 {
-		row("Size", fmt.Sprintf("%s (%d bytes)", humanBytes(m.Size), m.Size))
+		row("Size", fmt.Sprintf("%s (%d bytes)", bytesize.Format(m.Size), m.Size))
 	}
 	row("SHA256", m.SHA256)
 	row("Manifest", m.ManifestDigest)
@@ -127,10 +128,10 @@ func printMeta(w io.Writer, m template.Meta) {
 		row("Created", m.Created.Format("2006-01-02 15:04:05 MST"))
 	}
 	if m.Layers > 0 {
-		row("Layers", fmt.Sprintf("%d (%s compressed)", m.Layers, humanBytes(m.CompressedSize)))
+		row("Layers", fmt.Sprintf("%d (%s compressed)", m.Layers, bytesize.Format(m.CompressedSize)))
 	}
 	if m.Entries > 0 {
-		row("Rootfs", fmt.Sprintf("%s in %d entries", humanBytes(m.RootfsSize), m.Entries))
+		row("Rootfs", fmt.Sprintf("%s in %d entries", bytesize.Format(m.RootfsSize), m.Entries))
 	}
 	c := m.Config
 	row("Entrypoint", list(c.Entrypoint))

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/pve-image/pve-image/internal/bytesize"
 )
 
 // lineProgress prints one line when a blob starts and one when it ends, for
@@ -20,7 +22,7 @@ type lineProgress struct {
 func (p *lineProgress) Start(d v1.Descriptor) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fmt.Fprintf(p.w, "fetching %s (%s)\n", short(d.Digest), humanBytes(d.Size))
+	fmt.Fprintf(p.w, "fetching %s (%s)\n", short(d.Digest), bytesize.Format(d.Size))
 }
 
 func (p *lineProgress) Advance(v1.Descriptor, int64) {}
@@ -32,9 +34,9 @@ func (p *lineProgress) Done(d v1.Descriptor, cached bool, err error) {
 	case err != nil:
 		fmt.Fprintf(p.w, "failed   %s: %v\n", short(d.Digest), err)
 	case cached:
-		fmt.Fprintf(p.w, "cached   %s (%s)\n", short(d.Digest), humanBytes(d.Size))
+		fmt.Fprintf(p.w, "cached   %s (%s)\n", short(d.Digest), bytesize.Format(d.Size))
 	default:
-		fmt.Fprintf(p.w, "fetched  %s (%s)\n", short(d.Digest), humanBytes(d.Size))
+		fmt.Fprintf(p.w, "fetched  %s (%s)\n", short(d.Digest), bytesize.Format(d.Size))
 	}
 }
 
@@ -115,7 +117,7 @@ func (p *barProgress) draw(force bool) {
 			fill = int(min(b.n, b.d.Size) * width / b.d.Size)
 		}
 		fmt.Fprintf(&sb, "\x1b[2K%s [%s%s] %9s / %-9s %s\n", short(h), strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
-			humanBytes(b.n), humanBytes(b.d.Size), b.status)
+			bytesize.Format(b.n), bytesize.Format(b.d.Size), b.status)
 	}
 	p.drawn = len(p.order)
 	io.WriteString(p.w, sb.String())
@@ -123,17 +125,4 @@ func (p *barProgress) draw(force bool) {
 
 func short(h v1.Hash) string {
 	return h.Algorithm + ":" + h.Hex[:min(12, len(h.Hex))]
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

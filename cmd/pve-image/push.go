@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pve-image/pve-image/internal/bytesize"
 	"github.com/pve-image/pve-image/proxmox"
 	"github.com/pve-image/pve-image/pvestore"
 	"github.com/pve-image/pve-image/template"
@@ -140,7 +141,7 @@ func (a *app) uploadProgress(name, node string) func(sent, total int64) {
 		if total > 0 {
 			fill = int(sent * width / total)
 		}
-		fmt.Fprintf(a.stderr, "\r\x1b[2Kupload %s to %s [%-30s] %s / %s", name, node, string(bytesOf('=', fill)), humanBytes(sent), humanBytes(total))
+		fmt.Fprintf(a.stderr, "\r\x1b[2Kupload %s to %s [%-30s] %s / %s", name, node, string(bytesOf('=', fill)), bytesize.Format(sent), bytesize.Format(total))
 		if sent >= total {
 			fmt.Fprintln(a.stderr)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pve-image/pve-image/internal/bytesize"
 	"github.com/pve-image/pve-image/proxmox"
 	"github.com/pve-image/pve-image/template"
 )
@@ -81,7 +82,7 @@ when the local cache holds the same template.`,
 				return s
 			}
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Volid, humanBytes(r.Size), time.Unix(r.Created, 0).Format(time.DateTime),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Volid, bytesize.Format(r.Size), time.Unix(r.Created, 0).Format(time.DateTime),
 					dash(r.Image), dash(r.Tag), dash(r.Arch), dash(r.SHA256), dash(shortDigest(r.Manifest)))
 			}
 			return tw.Flush()
