@@ -252,16 +252,8 @@ func (s *Server) lxcCreate(c *call) (any, error) {
 	}
 
 	// update_pct_config.
-	for k, val := range conf {
-		switch {
-		case strings.HasPrefix(k, "net") && indexedKey.MatchString(k):
-			if err := s.checkNet(k, val); err != nil {
-				return nil, err
-			}
-			conf[k] = normalizeNet(val)
-		case k == "tags":
-			conf[k] = uniqueTags(val)
-		}
+	if err := s.checkNetsAndTags(conf); err != nil {
+		return nil, err
 	}
 	if unprivileged {
 		conf["unprivileged"] = "1"

@@ -438,6 +438,24 @@ func normalizeNet(v string) string {
 }
 
 // uniqueTags is PVE::GuestHelpers::get_unique_tags (sorted, ';'-joined).
+// checkNetsAndTags is what update_pct_config does to a new config's netN
+// and tags, at create and restore alike: NICs checked and written in
+// Proxmox's form, tags deduplicated.
+func (s *Server) checkNetsAndTags(conf map[string]string) *apiError {
+	for k, val := range conf {
+		switch {
+		case strings.HasPrefix(k, "net") && indexedKey.MatchString(k):
+			if err := s.checkNet(k, val); err != nil {
+				return err
+			}
+			conf[k] = normalizeNet(val)
+		case k == "tags":
+			conf[k] = uniqueTags(val)
+		}
+	}
+	return nil
+}
+
 func uniqueTags(v string) string {
 	seen := map[string]bool{}
 	var tags []string

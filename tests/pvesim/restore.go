@@ -155,16 +155,8 @@ func (s *Server) lxcRestore(c *call) (any, error) {
 			return nil, err
 		}
 	}
-	for k, val := range conf {
-		switch {
-		case strings.HasPrefix(k, "net") && indexedKey.MatchString(k):
-			if err := s.checkNet(k, val); err != nil {
-				return nil, err
-			}
-			conf[k] = normalizeNet(val)
-		case k == "tags":
-			conf[k] = uniqueTags(val)
-		}
+	if err := s.checkNetsAndTags(conf); err != nil {
+		return nil, err
 	}
 	if unprivileged != "" {
 		conf["unprivileged"] = unprivileged
