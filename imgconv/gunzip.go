@@ -18,9 +18,9 @@ import (
 )
 
 // Igzip is the external gzip decoder pve-image uses when it is installed:
-// igzip from Intel's ISA-L (Debian's "isal" package). It inflates about
+// igzip from Intel's ISA-L (Debian's "isal" package). It inflates two to
 // three times as fast as klauspost/compress on one core (scripts/bench.sh
-// prints the figures measured on the machine), and gzip decoding is most of
+// prints both on the machine), and gzip decoding is most of
 // a conversion's work besides the output's compression. containerd prefers
 // it for the same reason. The decoder changes how fast a layer is read,
 // never what is read: templates are the same bytes either way.

@@ -56,6 +56,7 @@ ms() { local s; s=$(date +%s%N); "$@" >/dev/null 2>&1; echo $((($(date +%s%N) - 
 timeit() { /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }; cat "$work/time"; }
 
 printf '\n%-11s %9s %12s %7s %8s %8s %9s %6s %8s %8s %7s %7s\n' image "pve s" "crane|zstd s" ratio "RSS MiB" "pve MiB" "crane MiB" size "floor s" "pve/floor" "hit ms" "@sha ms"
+gunzip_cpu=()
 for img in debian smallfiles big; do
 	ref=$host/bench/$img:1
 	pve_t=() crane_t=() rss=()
@@ -83,7 +84,8 @@ for img in debian smallfiles big; do
 	for d in $(crane manifest --insecure "$ref" | jq -r '.layers[].digest'); do
 		blobs+=("$work/cache/blobs/sha256/${d#sha256:}")
 	done
-	read -r fl _ < <(bin/benchimage -floor "$out" "${blobs[@]}")
+	read -r fl _ _ _ _ godec igzdec < <(bin/benchimage -floor "$out" "${blobs[@]}")
+	gunzip_cpu+=("$img: Go ${godec} s, igzip ${igzdec} s")
 	p=$(printf '%s\n' "${pve_t[@]}" | median)
 	c=$(printf '%s\n' "${crane_t[@]}" | median)
 	r=$(printf '%s\n' "${rss[@]}" | sort -n | tail -1)
@@ -97,6 +99,7 @@ echo "ratio = crane|zstd time / pve-image time (above 1: pve-image is faster); b
 echo "size = pve-image's template against crane's, in %. floor = the CPU time to decode every layer and encode the visible bytes"
 echo "with the fastest decoder and encoder here, over the cores; pve/floor = pve-image's time as a multiple of it."
 echo "hit ms, @sha ms = a whole cache-hit convert process, by tag and by digest."
+echo "CPU time to inflate the gzip layers, in Go and with igzip (which pve-image uses when installed): ${gunzip_cpu[*]/%/;}"
 echo "Targets: ratio >= 2.0x on every image with size <= +3%; RSS <= 200 MiB on big; a hit <= 50 ms by tag, <= 20 ms by digest."
 
 echo
