@@ -18,7 +18,7 @@ import (
 )
 
 // Igzip is the external gzip decoder pve-image uses when it is installed:
-// igzip from Intel's ISA-L (Debian's "isal" package). It inflates two to
+// igzip from Intel's ISA-L (Debian's "isal" package). It inflates about
 // three times as fast as klauspost/compress on one core (scripts/bench.sh
 // prints both on the machine), and gzip decoding is most of
 // a conversion's work besides the output's compression. containerd prefers
